@@ -1,0 +1,1 @@
+"""Pure domain logic of diachiso: no database, no web, no settings."""

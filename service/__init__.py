@@ -1,0 +1,1 @@
+"""diachiso web service: FastAPI app, PostGIS models, CLI."""

@@ -1,0 +1,253 @@
+"""The ``diachiso`` command line: serve, migrate, imports, users, teams, demo."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.orm import Session
+
+from geo.errors import GeoError
+from service import accounts, migrate
+from service.db import Database, open_database
+from service.errors import ServiceError
+from service.logs import configure_logging
+from service.routers.units import import_limits
+from service.settings import Settings
+from service.unit_import import ImportRequest, import_units
+
+app = typer.Typer(help="diachiso: địa chỉ số hộ gia đình", no_args_is_help=True)
+users_app = typer.Typer(help="Users and their tokens", no_args_is_help=True)
+teams_app = typer.Typer(help="Teams and their areas", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(teams_app, name="teams")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt="text")
+    return settings
+
+
+@contextlib.contextmanager
+def _database(settings: Settings, *, require_current: bool = True) -> Iterator[Database]:
+    database = open_database(settings, pool_size=1, max_overflow=2)
+    try:
+        if require_current and migrate.current_revision(database.engine) != migrate.head_revision():
+            _fail("The database schema is not current: run `diachiso migrate` first.")
+        yield database
+    finally:
+        database.close()
+
+
+@contextlib.contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A session committed at the end; domain errors become a clear message and exit 2."""
+    with _database(settings) as database, database.sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except (ServiceError, GeoError) as exc:
+            session.rollback()
+            _fail(f"{exc.code}: {exc.message}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: DIACHISO_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: DIACHISO_PORT")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Check migrations, then serve the API and pages (Ctrl-C stops; the embedded DB too)."""
+    import uvicorn
+
+    settings = _settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    with _database(settings):
+        # The embedded cluster (if any) stays up while uvicorn's workers use it.
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=True,
+            forwarded_allow_ips="127.0.0.1",
+        )
+
+
+@app.command(name="migrate")
+def migrate_cmd(
+    revision: Annotated[str, typer.Option(help="Target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="Downgrade to --revision")] = False,
+) -> None:
+    """Bring the database schema to the newest (or a given) revision."""
+    settings = _settings()
+    with _database(settings, require_current=False) as database:
+        if down:
+            migrate.downgrade(database.engine, revision=revision)
+        else:
+            migrate.upgrade(database.engine, revision=revision)
+        typer.echo(f"schema at {migrate.current_revision(database.engine)}")
+
+
+@app.command(name="import-units")
+def import_units_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    level: Annotated[str, typer.Option(help="province, district, commune or hamlet")],
+    code_field: Annotated[str, typer.Option()] = "code",
+    name_field: Annotated[str, typer.Option()] = "name",
+    parent_code_field: Annotated[str | None, typer.Option()] = None,
+    postcode_field: Annotated[str | None, typer.Option()] = None,
+    target_field: Annotated[str | None, typer.Option()] = None,
+    source_crs: Annotated[
+        str | None, typer.Option(help="e.g. EPSG:5897 (VN-2000 Đồng Tháp)")
+    ] = None,
+    valid_from: Annotated[
+        datetime | None, typer.Option(help="ISO date the units take effect")
+    ] = None,
+    close_missing: Annotated[bool, typer.Option(help="Close units absent from the file")] = False,
+) -> None:
+    """Import a GeoJSON / GeoPackage / zipped Shapefile / CSV layer of units; prints the report."""
+    request = ImportRequest(
+        data=file.read_bytes(),
+        filename=file.name,
+        level=level,
+        code_field=code_field,
+        name_field=name_field,
+        parent_code_field=parent_code_field,
+        postcode_field=postcode_field,
+        target_field=target_field,
+        source_crs=source_crs,
+        valid_from=_aware(valid_from),
+        close_missing=close_missing,
+    )
+    _run_import(request)
+
+
+@app.command(name="import-targets")
+def import_targets_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    level: Annotated[str, typer.Option()] = "hamlet",
+    code_field: Annotated[str, typer.Option()] = "code",
+    target_field: Annotated[str, typer.Option()] = "target",
+) -> None:
+    """Set expected household counts of existing units from a CSV (code, target)."""
+    request = ImportRequest(
+        data=file.read_bytes(),
+        filename=file.name,
+        level=level,
+        code_field=code_field,
+        target_field=target_field,
+    )
+    _run_import(request)
+
+
+def _run_import(request: ImportRequest) -> None:
+    settings = _settings()
+    with _session(settings) as session:
+        report = import_units(session, request, actor=None, limits=import_limits(settings))
+    _print_json(report)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    from zoneinfo import ZoneInfo
+
+    # A bare date from an operator means Vietnam's local time.
+    return value.replace(tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="surveyor, reviewer, admin or postal")],
+    team: Annotated[str | None, typer.Option(help="Team name (required for surveyors)")] = None,
+) -> None:
+    """Create a user; the token is printed alone on the last line (shown only now)."""
+    settings = _settings()
+    with _session(settings) as session:
+        user, token = accounts.create_user(session, name=name, role=role, team=team, actor=None)
+        typer.echo(f"created user {user.id} ({user.role}) {user.name}", err=True)
+    typer.echo(token)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users (no secrets)."""
+    settings = _settings()
+    with _session(settings) as session:
+        _print_json([accounts.user_out(session, u) for u in accounts.list_users(session)])
+
+
+@users_app.command("revoke")
+def users_revoke(user_id: Annotated[int, typer.Argument()]) -> None:
+    """Revoke a user's token."""
+    settings = _settings()
+    with _session(settings) as session:
+        accounts.revoke_token(session, user_id, actor=None)
+    typer.echo(f"revoked token of user {user_id}")
+
+
+@teams_app.command("create")
+def teams_create(
+    name: Annotated[str, typer.Argument()],
+    unit: Annotated[list[str] | None, typer.Option("--unit", help="Hamlet or commune code")] = None,
+) -> None:
+    """Create a team with its area."""
+    settings = _settings()
+    with _session(settings) as session:
+        team = accounts.create_team(session, name, unit or [], actor=None)
+        _print_json(accounts.team_out(session, team))
+
+
+@teams_app.command("assign")
+def teams_assign(
+    name: Annotated[str, typer.Argument()],
+    unit: Annotated[list[str], typer.Option("--unit", help="Hamlet or commune code")],
+) -> None:
+    """Add units to a team's area."""
+    settings = _settings()
+    with _session(settings) as session:
+        team = accounts.assign_units(session, name, unit, actor=None)
+        _print_json(accounts.team_out(session, team))
+
+
+@app.command()
+def demo(seed: Annotated[int, typer.Option(help="Generator seed")] = 2026) -> None:
+    """Load a generated demo province (once), issue demo tokens, print tokens and URLs."""
+    from service.demo import load_demo
+
+    settings = _settings()
+    with _session(settings) as session:
+        summary = load_demo(session, seed=seed, limits=import_limits(settings))
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"\nTỉnh demo: {summary['province']} ({summary['units']} đơn vị)")
+    typer.echo(f"API docs: {base}/docs   readiness: {base}/readyz")
+    for role, token in summary["tokens"].items():
+        typer.echo(f"token {role:9s} {token}")
+
+
+def main() -> None:
+    """Entry point of the ``diachiso`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,84 @@
+"""FastAPI dependencies: settings, the per-request session, the current user and role guards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.errors import ForbiddenError, UnauthenticatedError
+from service.models import User
+from service.security import hash_token
+from service.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="Token do quản trị viên cấp")
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    """The database opened in the app's lifespan."""
+    database: Database = request.app.state.database
+    return database
+
+
+def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """One session per request; handlers commit once, anything else is rolled back."""
+    with database.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user whose bearer token came with the request; 401 when missing/unknown/revoked."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise UnauthenticatedError("Thiếu token: gửi tiêu đề 'Authorization: Bearer <token>'.")
+    token_hash = hash_token(credentials.credentials)
+    user = session.scalar(select(User).where(User.token_hash == token_hash))
+    if user is None or user.revoked_at is not None:
+        raise UnauthenticatedError("Token không hợp lệ hoặc đã bị thu hồi.")
+    return user
+
+
+class RoleGuard:
+    """A dependency that admits only the listed roles; every API route declares one."""
+
+    def __init__(self, *roles: str) -> None:
+        self.roles = frozenset(roles)
+
+    def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
+        if user.role not in self.roles:
+            allowed = ", ".join(sorted(self.roles))
+            raise ForbiddenError(
+                f"Vai trò '{user.role}' không được dùng chức năng này (cần: {allowed}).",
+                required_roles=sorted(self.roles),
+            )
+        return user
+
+
+ANY_ROLE = RoleGuard("surveyor", "reviewer", "admin", "postal")
+ADMIN = RoleGuard("admin")
+
+AnyUser = Annotated[User, Depends(ANY_ROLE)]
+AdminUser = Annotated[User, Depends(ADMIN)]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)

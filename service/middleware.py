@@ -1,0 +1,124 @@
+"""ASGI middleware: request size limit and the request log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import problem
+
+log = logging.getLogger("diachiso.request")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, upload_max_bytes: int) -> None:
+        self.app, self.max_bytes, self.upload_max_bytes = app, max_bytes, upload_max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            await _send_413(scope, receive, send, limit)
+            return
+        seen = 0
+        exceeded = started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                exceeded = True
+                raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # The framework may turn our exception into its own 400: answer 413 instead.
+            nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await _send_413(scope, receive, send, limit)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            if not started:
+                await _send_413(scope, receive, send, limit)
+
+    def _limit_for(self, path: str) -> int:
+        return self.upload_max_bytes if path.endswith("/import") else self.max_bytes
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_413(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    detail = f"Dữ liệu gửi lên vượt quá giới hạn {limit} byte."
+    response = problem(413, "payload_too_large", detail)
+    await response(scope, receive, send)
+
+
+class RequestLogMiddleware:
+    """One structured log line per request: method, path, status, duration, request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            extra: dict[str, Any] = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+            }
+            log.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))[:64]
+    return None

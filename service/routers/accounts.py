@@ -1,0 +1,72 @@
+"""Teams, users and ``/me``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from service import accounts
+from service.deps import AdminUser, AnyUser, SessionDep
+from service.models import Team
+from service.schemas import MeOut, Page, TeamIn, TeamOut, TeamUnitsIn, UserCreated, UserIn, UserOut
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+@router.post("/teams", response_model=TeamOut, status_code=201, summary="Create a team")
+def create_team(body: TeamIn, session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """A team and the hamlets or communes (all their hamlets) it may capture in."""
+    team = accounts.create_team(session, body.name, body.units, actor=user)
+    session.commit()
+    return accounts.team_out(session, team)
+
+
+@router.get("/teams", response_model=Page[TeamOut], summary="List teams")
+def list_teams(session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """Every team with its area."""
+    teams = session.scalars(select(Team).order_by(Team.name))
+    return {"items": [accounts.team_out(session, t) for t in teams], "next_cursor": None}
+
+
+@router.post("/teams/{name}/units", response_model=TeamOut, summary="Add units to a team")
+def assign_units(
+    name: str, body: TeamUnitsIn, session: SessionDep, user: AdminUser
+) -> dict[str, Any]:
+    """Extend a team's area with more hamlet or commune codes."""
+    team = accounts.assign_units(session, name, body.units, actor=user)
+    session.commit()
+    return accounts.team_out(session, team)
+
+
+@router.post("/users", response_model=UserCreated, status_code=201, summary="Create a user")
+def create_user(body: UserIn, session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """A new user; the response holds the bearer token, shown this one time only."""
+    created, token = accounts.create_user(
+        session, name=body.name, role=body.role, team=body.team, actor=user
+    )
+    session.commit()
+    return {**accounts.user_out(session, created), "token": token}
+
+
+@router.get("/users", response_model=Page[UserOut], summary="List users")
+def list_users(session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """Every user, without secrets."""
+    items = [accounts.user_out(session, u) for u in accounts.list_users(session)]
+    return {"items": items, "next_cursor": None}
+
+
+@router.delete("/users/{user_id}/token", response_model=UserOut, summary="Revoke a token")
+def revoke_token(user_id: int, session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """Revoke the user's token at once; later requests with it get 401."""
+    revoked = accounts.revoke_token(session, user_id, actor=user)
+    session.commit()
+    return accounts.user_out(session, revoked)
+
+
+@router.get("/me", response_model=MeOut, summary="Who am I")
+def me(session: SessionDep, user: AnyUser) -> dict[str, Any]:
+    """The token's user, role, team and area (unit codes)."""
+    out = accounts.user_out(session, user)
+    return {**out, "area": accounts.team_units(session, user.team_id)}

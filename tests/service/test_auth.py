@@ -1,0 +1,162 @@
+"""Tokens, roles and the accounts API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.app import ROUTERS
+from service.deps import RoleGuard
+from service.models import AuditEvent, Team, User
+from service.security import hash_token
+from service.settings import Settings
+from tests.service.conftest import count_rows
+
+ROLES = ("surveyor", "reviewer", "admin", "postal")
+PUBLIC = {"/healthz", "/readyz"}
+
+
+def _guarded_routes(settings: Settings) -> list[tuple[str, str, frozenset[str]]]:
+    routes = []
+    for route in (r for router in ROUTERS for r in router.routes):
+        if not isinstance(route, APIRoute) or route.path in PUBLIC:
+            continue
+        guards = [d.call for d in route.dependant.dependencies if isinstance(d.call, RoleGuard)]
+        assert len(guards) == 1, f"{route.path} must declare exactly one role guard"
+        for method in route.methods:
+            routes.append((method, route.path, guards[0].roles))
+    return routes
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_api_route_declares_its_roles(settings: Settings) -> None:
+    routes = _guarded_routes(settings)
+    assert any(path == "/api/v1/units/import" for _, path, _ in routes)
+    assert all(roles for _, _, roles in routes)
+
+
+def test_each_route_refuses_roles_that_must_not_use_it(
+    client: TestClient, settings: Settings, make_token: Callable[..., str], db: Session
+) -> None:
+    db.add(Team(name="t"))
+    db.commit()
+    tokens = {role: make_token(role, team="t") for role in ROLES}
+    for method, path, allowed in _guarded_routes(settings):
+        for role in set(ROLES) - allowed:
+            headers = {"Authorization": f"Bearer {tokens[role]}"}
+            response = client.request(method, _concrete(path), headers=headers)
+            assert response.status_code == 403, (method, path, role, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [(None, "missing"), ("Bearer dcs_not-a-real-token", "unknown"), ("Basic abc", "scheme")],
+)
+def test_every_route_needs_a_valid_token(
+    client: TestClient, settings: Settings, header: str | None, why: str
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    for method, path, _ in _guarded_routes(settings):
+        response = client.request(method, _concrete(path), headers=headers)
+        assert response.status_code == 401, (method, path, why)
+        assert response.json()["code"] == "unauthenticated"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_create_user_returns_token_once_and_stores_only_its_hash(
+    client: TestClient, admin_headers: dict[str, str], db: Session
+) -> None:
+    client.post("/api/v1/teams", json={"name": "Tổ 1", "units": []}, headers=admin_headers)
+    response = client.post(
+        "/api/v1/users",
+        json={"name": "Lê Thị Hoa", "role": "surveyor", "team": "Tổ 1"},
+        headers=admin_headers,
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "name", "role", "team", "token"}
+    assert body["team"] == "Tổ 1"
+    user = db.get(User, body["id"])
+    assert user is not None and user.token_hash == hash_token(body["token"])
+    assert body["token"] not in str(db.execute(select(User.__table__)).all())
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me.status_code == 200
+    assert me.json() == {
+        "id": body["id"],
+        "name": "Lê Thị Hoa",
+        "role": "surveyor",
+        "team": "Tổ 1",
+        "area": [],
+    }
+    listed = client.get("/api/v1/users", headers=admin_headers).json()["items"]
+    assert all("token" not in u for u in listed)
+
+
+def test_revoked_token_is_refused(
+    client: TestClient, admin_headers: dict[str, str], make_token: Callable[..., str], db: Session
+) -> None:
+    token = make_token("postal")
+    user_id = db.scalar(select(User.id).where(User.role == "postal"))
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
+    response = client.delete(f"/api/v1/users/{user_id}/token", headers=admin_headers)
+    assert response.status_code == 200 and response.json()["revoked_at"] is not None
+    assert client.get("/api/v1/me", headers=headers).status_code == 401
+    assert db.scalar(select(AuditEvent.action).where(AuditEvent.action == "users.revoke"))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "A", "role": "surveyor"}, 422, "team_required"),
+        ({"name": "A", "role": "surveyor", "team": "nope"}, 404, "team_not_found"),
+        ({"name": "A", "role": "king"}, 422, "request_invalid"),
+        ({"name": "", "role": "admin"}, 422, "request_invalid"),
+        ({"name": "A", "role": "admin", "extra": 1}, 422, "request_invalid"),
+    ],
+)
+def test_bad_user_requests_write_nothing(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    db: Session,
+    body: dict,
+    status: int,
+    code: str,
+) -> None:
+    before = count_rows(db, User)
+    response = client.post("/api/v1/users", json=body, headers=admin_headers)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert count_rows(db, User) == before
+
+
+def test_revoking_an_unknown_user_is_404(client: TestClient, admin_headers: dict[str, str]) -> None:
+    response = client.delete("/api/v1/users/999999/token", headers=admin_headers)
+    assert response.status_code == 404
+    assert response.json()["code"] == "user_not_found"
+
+
+def test_team_names_are_unique_and_units_must_exist(
+    client: TestClient, admin_headers: dict[str, str], db: Session
+) -> None:
+    assert (
+        client.post("/api/v1/teams", json={"name": "A"}, headers=admin_headers).status_code == 201
+    )
+    again = client.post("/api/v1/teams", json={"name": "A"}, headers=admin_headers)
+    assert again.status_code == 409 and again.json()["code"] == "team_exists"
+    unknown = client.post(
+        "/api/v1/teams", json={"name": "B", "units": ["99999-01"]}, headers=admin_headers
+    )
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unit_unknown"
+    assert count_rows(db, Team) == 1

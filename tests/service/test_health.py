@@ -1,0 +1,88 @@
+"""Liveness, readiness, problem responses and the body size limit."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import URL, create_engine
+
+from service import migrate
+from service.app import create_app
+from service.settings import Settings
+
+
+def test_healthz_and_readyz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["migration"] == migrate.head_revision()
+
+
+def test_readyz_is_503_when_migrations_are_behind(settings: Settings, db_url: URL) -> None:
+    engine = create_engine(db_url)
+    migrate.downgrade(engine)
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["migration"] is None
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={
+            "database_url": settings.database_url.__class__(
+                "postgresql://nobody@/nodb?host=/nonexistent"
+            )
+        }
+    )
+    with TestClient(create_app(broken)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["database"] == "unreachable"
+
+
+def test_unknown_path_is_a_problem(client: TestClient) -> None:
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+
+
+def test_bodies_over_the_limit_are_refused(client: TestClient, admin_headers: dict) -> None:
+    big = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    response = client.post(
+        "/api/v1/teams", content=big, headers={**admin_headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+def test_chunked_bodies_over_the_limit_are_refused(client: TestClient, admin_headers: dict) -> None:
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = client.post(
+        "/api/v1/teams",
+        content=chunks(),
+        headers={**admin_headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+def test_malformed_json_is_a_problem(client: TestClient, admin_headers: dict) -> None:
+    response = client.post(
+        "/api/v1/teams",
+        content=b"{not json",
+        headers={**admin_headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "request_invalid"
+
+
+def test_settings_refuse_a_non_postgres_url() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="DIACHISO_DATABASE_URL"):
+        Settings(database_url="mysql://x")

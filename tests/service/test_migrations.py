@@ -1,0 +1,80 @@
+"""Migrations go up, down and up again on an empty database."""
+
+from __future__ import annotations
+
+from sqlalchemy import URL, create_engine, inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from service import migrate
+
+TABLES = {
+    "admin_units",
+    "teams",
+    "team_units",
+    "users",
+    "intake_batches",
+    "submissions",
+    "households",
+    "household_versions",
+    "duplicate_candidates",
+    "address_codes",
+    "audit_events",
+    "export_runs",
+}
+
+
+def test_upgrade_downgrade_upgrade(empty_db_url: URL) -> None:
+    engine = create_engine(empty_db_url)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    migrate.downgrade(engine)
+    assert migrate.current_revision(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    migrate.upgrade(engine)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_spatial_indexes_exist(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING gist (geom)%'")
+        ).scalars()
+        assert {"admin_units_geom_idx", "households_geom_idx"} <= set(rows)
+    engine.dispose()
+
+
+def test_audit_events_are_append_only(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit_events (action, entity) VALUES ('t', 'x')"))
+    for statement in ("UPDATE audit_events SET action = 'u'", "DELETE FROM audit_events"):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+        except DBAPIError as exc:
+            assert "append-only" in str(exc)
+        else:
+            raise AssertionError(f"{statement} was allowed")
+    engine.dispose()
+
+
+def test_a_code_names_one_unit_at_a_time(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    insert = text(
+        "INSERT INTO admin_units (code, level, name, valid_from, valid_to) "
+        "VALUES ('29869', 'commune', :name, :f, :t)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"name": "Phường 2", "f": "2019-01-01", "t": "2025-07-01"})
+        conn.execute(insert, {"name": "Phường Cao Lãnh", "f": "2025-07-01", "t": None})
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {"name": "Trùng", "f": "2020-01-01", "t": None})
+    except DBAPIError as exc:
+        assert "admin_units_code_validity_excl" in str(exc)
+    else:
+        raise AssertionError("overlapping validity was allowed")
+    engine.dispose()
