@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,10 @@ def create_user(
     """A new user and their bearer token (returned once, stored hashed)."""
     if role not in ROLES:
         raise BadRequestError(f"Vai trò '{role}' không hợp lệ.", code="role_invalid")
-    team_row = get_team(session, team) if team else None
+    try:
+        team_row = get_team(session, team) if team else None
+    except NotFoundError as exc:
+        raise BadRequestError(exc.message, code="team_unknown") from exc
     if role == "surveyor" and team_row is None:
         raise BadRequestError("Điều tra viên phải thuộc một tổ (team).", code="team_required")
     token = new_token()
@@ -143,12 +146,29 @@ def rotate_token(session: Session, user: User, *, actor: User | None) -> str:
 
 def revoke_token(session: Session, user_id: int, *, actor: User | None) -> User:
     """Revoke a user's token; the hash is kept so the token can never be accepted again."""
+    user = get_user(session, user_id)
+    if user.revoked_at is None:
+        if user.role == "admin" and _active_admins(session) <= 1:
+            raise ConflictError(
+                "Không thể thu hồi token của quản trị viên cuối cùng: hãy tạo quản trị viên khác "
+                "trước.",
+                code="last_admin",
+            )
+        user.revoked_at = datetime.now(UTC)
+        audit.record(session, actor=actor, action="users.revoke", entity="user", entity_id=user.id)
+    return user
+
+
+def _active_admins(session: Session) -> int:
+    query = select(func.count()).where(User.role == "admin", User.revoked_at.is_(None))
+    return int(session.scalar(query) or 0)
+
+
+def get_user(session: Session, user_id: int) -> User:
+    """The user with ``user_id`` (locked for update); 404 otherwise."""
     user = session.get(User, user_id, with_for_update=True)
     if user is None:
         raise NotFoundError(f"Không có người dùng id {user_id}.", code="user_not_found")
-    if user.revoked_at is None:
-        user.revoked_at = datetime.now(UTC)
-        audit.record(session, actor=actor, action="users.revoke", entity="user", entity_id=user.id)
     return user
 
 

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from service.db import Database, open_database
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
-from service.routers import accounts, health, units
+from service.routers import accounts, health, households, submissions, units
+from service.schemas import BatchIn
 from service.settings import Settings
+from service.unit_index import UnitIndexCache
 
 #: Every router of the app, in the order they are mounted.
-ROUTERS = (health.router, units.router, accounts.router)
+ROUTERS = (
+    health.router,
+    units.router,
+    accounts.router,
+    submissions.router,
+    households.router,
+)
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.
 
@@ -43,6 +53,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -52,4 +63,20 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the submission body (read raw, so not inferred by FastAPI)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["BatchIn"] = body
+    app.openapi_schema = schema
+    return schema

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from geo.errors import GeoError
@@ -21,6 +22,7 @@ from service.logs import configure_logging
 from service.routers.units import import_limits
 from service.settings import Settings
 from service.unit_import import ImportRequest, import_units
+from service.units import as_aware
 
 app = typer.Typer(help="diachiso: địa chỉ số hộ gia đình", no_args_is_help=True)
 users_app = typer.Typer(help="Users and their tokens", no_args_is_help=True)
@@ -30,7 +32,13 @@ app.add_typer(teams_app, name="teams")
 
 
 def _settings() -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "DIACHISO_" + "_".join(str(p) for p in error["loc"]).upper()
+            typer.echo(f"{name}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(level=settings.log_level, fmt="text")
     return settings
 
@@ -88,22 +96,24 @@ def serve(
             workers=workers,
             log_config=None,
             proxy_headers=True,
-            forwarded_allow_ips="127.0.0.1",
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
 
 
 @app.command(name="migrate")
 def migrate_cmd(
-    revision: Annotated[str, typer.Option(help="Target revision")] = "head",
+    revision: Annotated[
+        str | None, typer.Option(help="Target revision (default: head; with --down: one step)")
+    ] = None,
     down: Annotated[bool, typer.Option("--down", help="Downgrade to --revision")] = False,
 ) -> None:
     """Bring the database schema to the newest (or a given) revision."""
     settings = _settings()
     with _database(settings, require_current=False) as database:
         if down:
-            migrate.downgrade(database.engine, revision=revision)
+            migrate.downgrade(database.engine, revision=revision or "-1")
         else:
-            migrate.upgrade(database.engine, revision=revision)
+            migrate.upgrade(database.engine, revision=revision or "head")
         typer.echo(f"schema at {migrate.current_revision(database.engine)}")
 
 
@@ -135,7 +145,7 @@ def import_units_cmd(
         postcode_field=postcode_field,
         target_field=target_field,
         source_crs=source_crs,
-        valid_from=_aware(valid_from),
+        valid_from=as_aware(valid_from),
         close_missing=close_missing,
     )
     _run_import(request)
@@ -164,15 +174,6 @@ def _run_import(request: ImportRequest) -> None:
     with _session(settings) as session:
         report = import_units(session, request, actor=None, limits=import_limits(settings))
     _print_json(report)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    from zoneinfo import ZoneInfo
-
-    # A bare date from an operator means Vietnam's local time.
-    return value.replace(tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
 
 
 @users_app.command("create")
@@ -204,6 +205,15 @@ def users_revoke(user_id: Annotated[int, typer.Argument()]) -> None:
     with _session(settings) as session:
         accounts.revoke_token(session, user_id, actor=None)
     typer.echo(f"revoked token of user {user_id}")
+
+
+@users_app.command("rotate")
+def users_rotate(user_id: Annotated[int, typer.Argument()]) -> None:
+    """Issue a new token for a user (printed alone on the last line; the old one stops)."""
+    settings = _settings()
+    with _session(settings) as session:
+        token = accounts.rotate_token(session, accounts.get_user(session, user_id), actor=None)
+    typer.echo(token)
 
 
 @teams_app.command("create")

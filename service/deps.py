@@ -51,6 +51,9 @@ def get_current_user(
         raise UnauthenticatedError("Thiếu token: gửi tiêu đề 'Authorization: Bearer <token>'.")
     token_hash = hash_token(credentials.credentials)
     user = session.scalar(select(User).where(User.token_hash == token_hash))
+    # End the read now: the connection goes back to the pool while the handler works, so a
+    # handler that opens sessions of its own (intake) never holds two connections at once.
+    session.commit()
     if user is None or user.revoked_at is not None:
         raise UnauthenticatedError("Token không hợp lệ hoặc đã bị thu hồi.")
     return user

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo.errors import CrsError, GeoError, InputFileError, PostcodeError
@@ -39,6 +40,12 @@ class BadRequestError(ServiceError):
     """The request is well-formed HTTP but its content cannot be used."""
 
     code = "bad_request"
+
+
+class MalformedRequestError(ServiceError):
+    """The body cannot even be parsed (not JSON, not UTF-8)."""
+
+    code = "body_invalid"
 
 
 class UnauthenticatedError(ServiceError):
@@ -79,6 +86,7 @@ class UnavailableError(ServiceError):
 
 #: The single place where an error class becomes an HTTP status (most specific first).
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (MalformedRequestError, 400),
     (BadRequestError, 422),
     (UnauthenticatedError, 401),
     (ForbiddenError, 403),
@@ -154,6 +162,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, detail)
 
 
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s -> 503 database unavailable: %s", request.method, request.url.path, exc)
+    return problem(
+        503, "database_unavailable", "Cơ sở dữ liệu tạm thời không truy cập được; hãy thử lại."
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s -> 500", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "Lỗi máy chủ; sự cố đã được ghi lại.")
@@ -165,4 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GeoError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Lost or refused connections: the client may retry (idempotent intake makes that safe).
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(DisconnectionError, _database_down)
     app.add_exception_handler(Exception, _unexpected_error)

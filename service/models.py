@@ -134,6 +134,8 @@ class Submission(Base):
     province_code: Mapped[str | None] = mapped_column(String(8))
     received_at: Mapped[datetime] = _now()
     captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hamlet_code: Mapped[str | None] = mapped_column(String(32))
+    commune_code: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), server_default="received")
     issues: Mapped[list[Any]] = mapped_column(server_default="[]")
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))

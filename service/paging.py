@@ -34,3 +34,19 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise BadRequestError("Con trỏ phân trang không hợp lệ.", code="cursor_invalid")
     return value
+
+
+def cursor_str(position: dict[str, Any], key: str) -> str:
+    """A string inside a decoded cursor; 422 ``cursor_invalid`` when it is not one."""
+    value = position.get(key)
+    if not isinstance(value, str):
+        raise BadRequestError("Con trỏ phân trang không hợp lệ.", code="cursor_invalid")
+    return value
+
+
+def cursor_int(position: dict[str, Any], key: str) -> int:
+    """An integer inside a decoded cursor; 422 ``cursor_invalid`` when it is not one."""
+    value = position.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequestError("Con trỏ phân trang không hợp lệ.", code="cursor_invalid")
+    return value

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Role = Literal["surveyor", "reviewer", "admin", "postal"]
 Level = Literal["province", "district", "commune", "hamlet"]
 T = TypeVar("T")
+#: A name: trimmed, not blank.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -77,6 +79,7 @@ class ImportReport(BaseModel):
     created: int
     updated: int
     unchanged: int
+    closed: int = Field(description="units closed because the file no longer has them")
     repaired: list[str]
     overlaps: list[OverlapOut]
     gaps: list[GapOut]
@@ -87,7 +90,7 @@ class TeamIn(BaseModel):
     """A new team and the hamlet or commune codes it may capture in."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     units: list[str] = Field(default_factory=list, max_length=10_000)
 
 
@@ -111,7 +114,7 @@ class UserIn(BaseModel):
     """A new token holder; surveyors need a team."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     role: Role
     team: str | None = Field(default=None, max_length=200)
 
@@ -158,3 +161,117 @@ class Health(BaseModel):
 
 
 UnitOut.model_rebuild()
+
+
+class LocationIn(BaseModel):
+    """WGS84 point with GPS accuracy (documentation of the item shape)."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = Field(default=None, ge=0)
+    mock: bool | None = False
+
+
+class HouseholdIn(BaseModel):
+    """Address details of one household."""
+
+    head_name: str | None = None
+    house_number: str | None = None
+    street: str | None = None
+    phone: str | None = None
+    kind: Literal["residence", "business", "ocop", "public", "other"] | None = "residence"
+    members: int | None = Field(default=None, ge=0, le=100)
+
+
+class SubmissionItemIn(BaseModel):
+    """One household observation as a surveyor's client sends it."""
+
+    id: str = Field(description="Client-generated UUID; resending it is idempotent")
+    captured_at: datetime = Field(description="ISO 8601 with UTC offset")
+    location: LocationIn
+    hamlet_code: str
+    household: HouseholdIn
+    note: str | None = None
+    household_id: int | None = Field(
+        default=None, description="An existing household this observation updates"
+    )
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 submissions (validated item by item, never all-or-nothing)."""
+
+    submissions: list[SubmissionItemIn] = Field(max_length=1000)
+
+
+class IssueOut(BaseModel):
+    """A validation finding: stable code, severity, Vietnamese message."""
+
+    code: str
+    severity: Literal["info", "warning", "error"]
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ItemResult(BaseModel):
+    """The outcome of one submitted item."""
+
+    id: str | int | None
+    status: Literal["accepted", "flagged", "rejected", "conflict", "error"]
+    household_id: int | None
+    address_code: str | None
+    issues: list[IssueOut]
+
+
+class BatchResult(BaseModel):
+    """Every item's result in request order, and counts per status."""
+
+    results: list[ItemResult]
+    counts: dict[str, int]
+
+
+class SubmissionOut(BaseModel):
+    """A logged submission with its payload as received."""
+
+    id: str | None
+    seq: int
+    status: str
+    received_at: datetime
+    captured_at: datetime | None
+    hamlet_code: str | None
+    commune_code: str | None
+    surveyor: int | None
+    household_id: int | None
+    issues: list[Any]
+    payload: Any
+    error: str | None
+
+
+class HouseholdOut(BaseModel):
+    """The current state of a household."""
+
+    id: int
+    status: str
+    province_code: str | None
+    commune_code: str | None
+    hamlet_code: str | None
+    lon: float
+    lat: float
+    accuracy_m: float | None
+    head_name: str | None
+    house_number: str | None
+    street: str | None
+    phone: str | None
+    phone_raw: str | None
+    kind: str
+    members: int | None
+    note: str | None
+    issues: list[Any]
+    captured_at: datetime
+    version: int
+    merged_into_id: int | None
+    address_code: str | None = None
+    national_code: str | None
+    team_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[dict[str, Any]] | None = None

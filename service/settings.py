@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,17 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     max_uncompressed_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     overlap_min_area_m2: float = Field(default=100.0, ge=0)
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="Proxies trusted for X-Forwarded-* (comma list or *)"
+    )
+    max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+    accuracy_warn_m: float = Field(default=30.0, gt=0)
+    accuracy_hard_m: float = Field(default=100.0, gt=0)
+    future_tolerance_s: float = Field(default=300.0, ge=0)
+    max_capture_age_days: float = Field(default=90.0, gt=0)
+    commune_tolerance_m: float = Field(
+        default=1000.0, ge=0, description="How far outside a commune polygon a point may be"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -42,6 +53,16 @@ class Settings(BaseSettings):
                 "(or unset to use the embedded cluster under DIACHISO_DATA_DIR)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        if self.environment == "production" and "change-me" in url:
+            raise ValueError(
+                "DIACHISO_DATABASE_URL uses the placeholder password 'change-me' in production: "
+                "set DIACHISO_DB_PASSWORD (docker compose) or a real password"
+            )
+        return self
 
     @property
     def uses_embedded_db(self) -> bool:

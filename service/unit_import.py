@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ import shapely
 from geoalchemy2.shape import from_shape
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from geo.boundaries import UnitFeature, UnitLayer, read_units, sibling_gaps, sibling_overlaps
@@ -120,11 +121,11 @@ def _import_layer(
     plan = _plan(request, layer.features, parents, existing, valid_from=valid_from)
     closed = _close_missing(session, request, layer, at=valid_from) if request.close_missing else 0
     _apply(session, plan, valid_to=valid_from)
-    overlaps = sibling_overlaps(layer.features, min_area_m2=limits.overlap_min_area_m2)
+    # Hamlets may get their commune from the code pattern: compare siblings by resolved parent.
+    features = [replace(f, parent_code=_parent_code(request, f)) for f in layer.features]
+    overlaps = sibling_overlaps(features, min_area_m2=limits.overlap_min_area_m2)
     parent_geoms = {code: row.geometry for code, row in parents.items()}
-    gaps = sibling_gaps(
-        layer.features, parents=parent_geoms, min_area_m2=limits.overlap_min_area_m2
-    )
+    gaps = sibling_gaps(features, parents=parent_geoms, min_area_m2=limits.overlap_min_area_m2)
     return {
         "level": request.level,
         "source_crs": layer.source_crs,
@@ -240,6 +241,8 @@ def _plan(
         )
         row = _row(request, feature, parent_code=parent_code, province_code=province)
         old = existing.get(feature.code)
+        if old is not None:
+            _carry_over(request, old, row)
         if old is None:
             row["valid_from"] = request.valid_from or BEGINNING
             plan.inserts.append(row)
@@ -282,6 +285,20 @@ def _plan_change(
         plan.unchanged += 1
 
 
+def _carry_over(request: ImportRequest, old: _Existing, row: dict[str, Any]) -> None:
+    """Keep what the file does not say: unmapped postcode/target, geometry absent from a CSV."""
+    if request.postcode_field is None:
+        row["postcode"] = old.postcode
+    if request.target_field is None:
+        row["expected_households"] = old.expected_households
+    if row["_shape"] is None and _is_csv(request):
+        row["_shape"] = old.geometry
+
+
+def _is_csv(request: ImportRequest) -> bool:
+    return request.filename.lower().endswith(".csv")
+
+
 def _identity_changed(old: _Existing, row: dict[str, Any]) -> bool:
     """Name, parent or geometry changed: that is a new version of the unit."""
     if (old.name, old.parent_code) != (row["name"], row["parent_code"]):
@@ -318,6 +335,21 @@ def _row(
 
 
 def _apply(session: Session, plan: _Plan, *, valid_to: datetime) -> None:
+    try:
+        with session.begin_nested():
+            _write_plan(session, plan, valid_to=valid_to)
+    except IntegrityError as exc:
+        if "admin_units_code_validity_excl" not in str(exc.orig):
+            raise
+        raise BadRequestError(
+            "Khoảng hiệu lực mới chồng lên một phiên bản khác của cùng mã (ví dụ một phiên bản "
+            "đã lên lịch trong tương lai, hoặc mã đã đóng được tạo lại không có valid_from). "
+            "Hãy chọn valid_from khác.",
+            code="valid_from_conflict",
+        ) from exc
+
+
+def _write_plan(session: Session, plan: _Plan, *, valid_to: datetime) -> None:
     if plan.closes:
         session.execute(
             update(AdminUnit).where(AdminUnit.id.in_(plan.closes)).values(valid_to=valid_to)
@@ -353,10 +385,14 @@ def _close_missing(
 def _import_targets(session: Session, request: ImportRequest, layer: UnitLayer) -> dict[str, Any]:
     at = datetime.now(UTC)
     existing = _existing(session, [f.code for f in layer.features], at=at)
-    unknown = [f.code for f in layer.features if f.code not in existing]
+    unknown = [
+        f.code
+        for f in layer.features
+        if f.code not in existing or existing[f.code].level != request.level
+    ]
     if unknown:
         raise BadRequestError(
-            f"Không có đơn vị nào mang mã: {', '.join(unknown[:20])}.",
+            f"Không có đơn vị cấp '{request.level}' nào mang mã: {', '.join(unknown[:20])}.",
             code="unit_unknown",
             codes=unknown[:100],
         )

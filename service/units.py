@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import ColumnElement, Select, func, select
@@ -14,12 +15,20 @@ from service.errors import NotFoundError
 from service.models import AdminUnit, User
 
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
+#: Dates given without an offset are Vietnam local time.
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def as_aware(value: datetime | None) -> datetime | None:
+    """``value`` with a timezone; a bare date/time is taken as Vietnam local time."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=LOCAL_TZ)
 
 
 def current_units(at: datetime | None = None) -> list[ColumnElement[bool]]:
     """Filters selecting the versions valid at ``at`` (default: now)."""
-    if at is None:
-        return [AdminUnit.valid_to.is_(None)]
+    at = as_aware(at) or datetime.now(UTC)
     return [
         AdminUnit.valid_from <= at,
         (AdminUnit.valid_to.is_(None)) | (AdminUnit.valid_to > at),

@@ -65,6 +65,15 @@ def revoke_token(user_id: int, session: SessionDep, user: AdminUser) -> dict[str
     return accounts.user_out(session, revoked)
 
 
+@router.post("/users/{user_id}/token", response_model=UserCreated, summary="Issue a new token")
+def rotate_token(user_id: int, session: SessionDep, user: AdminUser) -> dict[str, Any]:
+    """Replace the user's token (the old one stops working); the new one is shown once."""
+    target = accounts.get_user(session, user_id)
+    token = accounts.rotate_token(session, target, actor=user)
+    session.commit()
+    return {**accounts.user_out(session, target), "token": token}
+
+
 @router.get("/me", response_model=MeOut, summary="Who am I")
 def me(session: SessionDep, user: AnyUser) -> dict[str, Any]:
     """The token's user, role, team and area (unit codes)."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from service import units
 from service.deps import AdminUser, AnyUser, SessionDep, SettingsDep
 from service.errors import PayloadTooLargeError
-from service.paging import Cursor, Limit, decode_cursor, encode_cursor
+from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
 from service.schemas import ImportReport, Level, Page, TargetIn, UnitOut
 from service.unit_import import ImportLimits, ImportRequest, import_units
 
@@ -29,14 +29,15 @@ def list_units(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Units (current, or valid at ``at``), filtered by level and parent code, paged by code."""
-    position = decode_cursor(cursor) or {}
+    position = decode_cursor(cursor)
+    after_code = cursor_str(position, "code") if position is not None else None
     items = units.list_units(
         session,
         level=level,
         parent=parent,
         at=at,
         with_geometry=geometry,
-        after_code=position.get("code"),
+        after_code=after_code,
         limit=limit,
     )
     next_cursor = encode_cursor({"code": items[-1]["code"]}) if len(items) == limit else None
@@ -91,7 +92,7 @@ async def import_layer(
         postcode_field=postcode_field or None,
         target_field=target_field or None,
         source_crs=source_crs or None,
-        valid_from=valid_from,
+        valid_from=units.as_aware(valid_from),
         close_missing=close_missing,
     )
     report = import_units(session, request, actor=user, limits=import_limits(settings))

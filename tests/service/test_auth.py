@@ -120,7 +120,7 @@ def test_revoked_token_is_refused(
     ("body", "status", "code"),
     [
         ({"name": "A", "role": "surveyor"}, 422, "team_required"),
-        ({"name": "A", "role": "surveyor", "team": "nope"}, 404, "team_not_found"),
+        ({"name": "A", "role": "surveyor", "team": "nope"}, 422, "team_unknown"),
         ({"name": "A", "role": "king"}, 422, "request_invalid"),
         ({"name": "", "role": "admin"}, 422, "request_invalid"),
         ({"name": "A", "role": "admin", "extra": 1}, 422, "request_invalid"),
@@ -160,3 +160,34 @@ def test_team_names_are_unique_and_units_must_exist(
     )
     assert unknown.status_code == 422 and unknown.json()["code"] == "unit_unknown"
     assert count_rows(db, Team) == 1
+
+
+def test_blank_team_and_user_names_are_refused(
+    client: TestClient, admin_headers: dict[str, str], db: Session
+) -> None:
+    team = client.post("/api/v1/teams", json={"name": "   "}, headers=admin_headers)
+    assert team.status_code == 422 and team.json()["code"] == "request_invalid"
+    user = client.post("/api/v1/users", json={"name": " ", "role": "admin"}, headers=admin_headers)
+    assert user.status_code == 422 and user.json()["code"] == "request_invalid"
+    assert count_rows(db, Team) == 0
+
+
+def test_the_last_admin_cannot_be_locked_out(
+    client: TestClient, admin_headers: dict[str, str], db: Session
+) -> None:
+    me = client.get("/api/v1/me", headers=admin_headers).json()
+    response = client.delete(f"/api/v1/users/{me['id']}/token", headers=admin_headers)
+    assert response.status_code == 409 and response.json()["code"] == "last_admin"
+    assert client.get("/api/v1/me", headers=admin_headers).status_code == 200
+
+
+def test_an_admin_can_issue_a_new_token(
+    client: TestClient, admin_headers: dict[str, str], make_token: Callable[..., str], db: Session
+) -> None:
+    old = make_token("postal")
+    user_id = db.scalar(select(User.id).where(User.role == "postal"))
+    response = client.post(f"/api/v1/users/{user_id}/token", headers=admin_headers)
+    assert response.status_code == 200
+    new = response.json()["token"]
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {new}"}).status_code == 200

@@ -86,3 +86,25 @@ def test_settings_refuse_a_non_postgres_url() -> None:
 
     with pytest.raises(ValidationError, match="DIACHISO_DATABASE_URL"):
         Settings(database_url="mysql://x")
+
+
+def test_a_database_outage_is_a_503_problem(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={
+            "database_url": settings.database_url.__class__(
+                "postgresql://nobody@/nodb?host=/nonexistent"
+            )
+        }
+    )
+    with TestClient(create_app(broken)) as client:
+        response = client.get("/api/v1/me", headers={"Authorization": "Bearer dcs_x"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+
+
+def test_production_refuses_the_placeholder_password() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings(environment="production", database_url="postgresql://u:change-me@db/x")

@@ -494,3 +494,83 @@ def test_unit_list_pages_without_gaps_or_repeats(
         "/api/v1/units", params={"parent": "866", "geometry": "true"}, headers=admin_headers
     ).json()
     assert with_geom["items"] and with_geom["items"][0]["geometry"]["type"] == "MultiPolygon"
+
+
+def test_reimport_keeps_what_the_file_does_not_say(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    geom = shapely.box(105.60, 10.40, 105.64, 10.42)
+    layer = _fc([_feature({"code": "98001", "name": "Xã Thử", "pc": "98101", "t": 500}, geom)])
+    form = {"level": "commune", "code_field": "code", "name_field": "name"}
+    post_import(
+        client, admin_headers, layer, "c.geojson", postcode_field="pc", target_field="t", **form
+    )
+    again = post_import(client, admin_headers, layer, "c.geojson", **form).json()
+    assert (again["updated"], again["unchanged"]) == (0, 1)
+    csv = post_import(
+        client, admin_headers, b"code,name\n98001,X\xc3\xa3 Th\xe1\xbb\xad\n", "c.csv", **form
+    ).json()
+    assert csv["unchanged"] == 1
+    unit = client.get("/api/v1/units/98001", headers=admin_headers).json()
+    assert (unit["postcode"], unit["expected_households"]) == ("98101", 500)
+    assert unit["has_geometry"] is True
+
+
+def test_overlapping_validity_is_a_clear_refusal(
+    client: TestClient, admin_headers: dict[str, str], db: Session
+) -> None:
+    geom = shapely.box(105.60, 10.40, 105.64, 10.42)
+    form = {"level": "province", "code_field": "code", "name_field": "name"}
+    future = post_import(
+        client,
+        admin_headers,
+        _fc([_feature({"code": "98", "name": "A"}, geom)]),
+        "p.geojson",
+        valid_from="2030-01-01",
+        **form,
+    )
+    assert future.status_code == 200
+    before = count_rows(db, AdminUnit)
+    clash = post_import(
+        client,
+        admin_headers,
+        _fc([_feature({"code": "98", "name": "B"}, geom)]),
+        "p.geojson",
+        **form,
+    )
+    assert clash.status_code == 422 and clash.json()["code"] == "valid_from_conflict"
+    assert count_rows(db, AdminUnit) == before
+    listed = client.get("/api/v1/units", params={"level": "province"}, headers=admin_headers)
+    assert listed.json()["items"] == []  # scheduled for 2030: not current yet
+
+
+def test_targets_file_respects_the_level(client: TestClient, admin_headers: dict[str, str]) -> None:
+    geom = shapely.box(105.60, 10.40, 105.64, 10.42)
+    post_import(
+        client,
+        admin_headers,
+        _fc([_feature({"code": "98001", "name": "X"}, geom)]),
+        "c.geojson",
+        level="commune",
+        code_field="code",
+        name_field="name",
+    )
+    wrong = post_import(
+        client,
+        admin_headers,
+        b"code,t\n98001,10\n",
+        "t.csv",
+        level="hamlet",
+        code_field="code",
+        target_field="t",
+    )
+    assert wrong.status_code == 422 and wrong.json()["code"] == "unit_unknown"
+
+
+def test_a_tampered_cursor_is_a_problem(client: TestClient, admin_headers: dict[str, str]) -> None:
+    from service.paging import encode_cursor
+
+    response = client.get(
+        "/api/v1/units", params={"cursor": encode_cursor({"code": 5})}, headers=admin_headers
+    )
+    assert response.status_code == 422 and response.json()["code"] == "cursor_invalid"

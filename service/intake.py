@@ -1,0 +1,676 @@
+"""Field intake: store every batch verbatim, then validate and write it set-based.
+
+Order of work for one request (PRODUCT.md, "Intake"):
+
+1. The envelope is judged as a whole (JSON, a ``submissions`` array, at most N items); a bad
+   envelope is a 4xx with nothing stored.
+2. The request body is stored verbatim (with its SHA-256) and committed *before* anything else,
+   so no later failure can lose a submission.
+3. Items are parsed and placed in memory (pure ``geo`` code), then written in one transaction:
+   submissions are claimed with ``INSERT … ON CONFLICT (client_id) DO NOTHING``, which makes a
+   concurrent resend of the same id wait for the first and then find it, so one id never makes
+   two households. Households, their versions and audit events follow in a few bulk statements.
+4. If that transaction fails, the items are still recorded with status ``error`` (and the body
+   is in ``intake_batches``); a retry with the same ids processes them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg2.extras import Json, execute_values
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from geo.issues import Issue, make_issue, outcome
+from geo.placement import Placement, Query
+from geo.validation import Limits, ParsedItem, parse_item, payload_diff, payload_sha256
+from service.db import Database
+from service.errors import BadRequestError, MalformedRequestError
+from service.models import User
+from service.unit_index import CachedIndex, UnitIndexCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOptions:
+    """Settings that shape intake."""
+
+    max_items: int
+    limits: Limits
+
+
+@dataclass(slots=True)
+class _Item:
+    """One item on its way through a batch."""
+
+    index: int
+    raw: Any
+    sha256: str
+    parsed: ParsedItem
+    issues: list[Issue] = field(default_factory=list)
+    status: str = "rejected"
+    placement: Placement | None = None
+    household_id: int | None = None
+    submission_id: int | None = None
+    result: dict[str, Any] | None = None
+
+
+def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
+    """The items of a request body; a malformed envelope raises (nothing is stored)."""
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequestError(
+            f"Nội dung không phải JSON hợp lệ (UTF-8): {exc.msg} tại vị trí {exc.pos}.",
+            code="json_invalid",
+        ) from exc
+    items = envelope.get("submissions") if isinstance(envelope, dict) else None
+    if not isinstance(items, list):
+        raise BadRequestError(
+            'Nội dung phải là đối tượng JSON có mảng "submissions".', code="envelope_invalid"
+        )
+    if len(items) > max_items:
+        raise BadRequestError(
+            f"Một lần gửi tối đa {max_items} hộ (nhận {len(items)}): hãy chia nhỏ.",
+            code="too_many_items",
+            max_items=max_items,
+        )
+    return items
+
+
+def submit(
+    database: Database,
+    cache: UnitIndexCache,
+    *,
+    body: bytes,
+    content_type: str | None,
+    user: User,
+    now: datetime,
+    options: IntakeOptions,
+) -> list[dict[str, Any]]:
+    """Store, validate and write one batch; the per-item results in request order."""
+    raw_items = parse_envelope(body, max_items=options.max_items)
+    batch_id = _store_batch(
+        database, body=body, content_type=content_type, user=user, n=len(raw_items)
+    )
+    items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
+    try:
+        with database.sessions() as session, session.begin():
+            _process(session, cache, items, batch_id=batch_id, user=user)
+    except Exception:
+        log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
+        _record_failure(database, items, batch_id=batch_id, user=user)
+        raise
+    return [item.result or {} for item in items]
+
+
+def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
+    parsed = parse_item(raw, now=now, limits=limits)
+    return _Item(index=index, raw=raw, sha256=payload_sha256(raw), parsed=parsed)
+
+
+def _store_batch(
+    database: Database, *, body: bytes, content_type: str | None, user: User, n: int
+) -> uuid.UUID:
+    batch_id = uuid.uuid4()
+    with database.sessions() as session, session.begin():
+        session.execute(
+            text(
+                "INSERT INTO intake_batches (id, user_id, content_type, body, body_sha256, "
+                "item_count) VALUES (:id, :user_id, :ct, :body, :sha, :n)"
+            ),
+            {
+                "id": batch_id,
+                "user_id": user.id,
+                "ct": content_type,
+                "body": body,
+                "sha": hashlib.sha256(body).hexdigest(),
+                "n": n,
+            },
+        )
+    return batch_id
+
+
+def _process(
+    session: Session, cache: UnitIndexCache, items: list[_Item], *, batch_id: uuid.UUID, user: User
+) -> None:
+    first, repeats = _split_repeats(items)
+    existing = _existing(session, [i.parsed.id for i in first if i.parsed.id is not None])
+    fresh = [i for i in first if i.parsed.id is None or i.parsed.id not in existing]
+    retry = [i for i in first if i.parsed.id in existing and _retryable(existing[i.parsed.id], i)]
+    work = fresh + retry
+    index = cache.get(session)
+    _validate(session, index, work, user=user)
+    _reserve_household_ids(session, work)
+    claimed = _claim(session, fresh, batch_id=batch_id, user=user)
+    claimed |= _reclaim(session, retry)
+    done = [i for i in work if i.submission_id in claimed]
+    _write_households(session, index, done, user=user)
+    for item in done:
+        item.result = _result(item)
+    lost = [i for i in work if i.submission_id not in claimed]
+    existing |= _existing(session, [i.parsed.id for i in lost if i.parsed.id is not None])
+    for item in first:
+        if item.result is None:
+            item.result = (
+                _replay(existing[item.parsed.id], item) if item.parsed.id else _result(item)
+            )
+    for item, original in repeats:
+        item.result = _repeat_result(item, original)
+    _audit_batch(session, items, batch_id=batch_id, user=user)
+
+
+def _split_repeats(items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, _Item]]]:
+    """The first occurrence of each id, and later occurrences paired with their first."""
+    seen: dict[uuid.UUID, _Item] = {}
+    first, repeats = [], []
+    for item in items:
+        key = item.parsed.id
+        if key is not None and key in seen:
+            repeats.append((item, seen[key]))
+            continue
+        if key is not None:
+            seen[key] = item
+        first.append(item)
+    return first, repeats
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    client_id: uuid.UUID
+    payload: Any
+    sha256: str
+    status: str
+    issues: list[Any]
+    household_id: int | None
+
+
+def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _Stored]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        text(
+            "SELECT id, client_id, payload, payload_sha256, status, issues, household_id "
+            "FROM submissions WHERE client_id = ANY(:ids)"
+        ),
+        {"ids": list(ids)},
+    )
+    return {row[1]: _Stored(*row) for row in rows}
+
+
+def _retryable(stored: _Stored, item: _Item) -> bool:
+    """A resend of an item whose first processing failed: process it again."""
+    return stored.status in ("received", "error") and stored.sha256 == item.sha256
+
+
+def _validate(session: Session, index: CachedIndex, items: list[_Item], *, user: User) -> None:
+    placeable = [i for i in items if i.parsed.lat is not None and i.parsed.captured_at]
+    queries = [_query(i.parsed) for i in placeable]
+    for item, placement in zip(placeable, index.index.locate_many(queries), strict=True):
+        item.placement = placement
+    area = _team_area(session, user)
+    refs = _referenced(session, [i.parsed.household_ref for i in items if i.parsed.household_ref])
+    for item in items:
+        item.issues = list(item.parsed.issues) + _spatial_issues(index, item, area)
+        ref = item.parsed.household_ref
+        if ref is not None and not _may_update(refs.get(ref), area):
+            item.issues.append(make_issue("item_invalid", {"field": "household_id"}))
+        item.status = outcome(item.issues)
+
+
+def _referenced(session: Session, ids: list[int]) -> dict[int, tuple[str | None, str | None]]:
+    """Hamlet and commune of the live households that items refer to."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        text(
+            "SELECT id, hamlet_code, commune_code FROM households "
+            "WHERE id = ANY(:ids) AND status NOT IN ('merged', 'retired') FOR UPDATE"
+        ),
+        {"ids": ids},
+    )
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def _may_update(
+    where: tuple[str | None, str | None] | None, area: tuple[set[str], set[str]]
+) -> bool:
+    """A surveyor may add observations only to live households of the team's area."""
+    if where is None:
+        return False
+    hamlet, commune = where
+    return hamlet in area[0] or commune in area[1]
+
+
+def _query(parsed: ParsedItem) -> Query:
+    assert parsed.lat is not None and parsed.lon is not None and parsed.captured_at is not None
+    return Query(
+        lon=parsed.lon,
+        lat=parsed.lat,
+        accuracy_m=parsed.accuracy_m,
+        hamlet_code=parsed.hamlet_code,
+        at=parsed.captured_at,
+    )
+
+
+def _spatial_issues(
+    index: CachedIndex, item: _Item, area: tuple[set[str], set[str]]
+) -> list[Issue]:
+    parsed = item.parsed
+    if item.placement is None:
+        if parsed.swapped and parsed.captured_at and parsed.lat is None:
+            lat, lon = parsed.swapped
+            hint = index.index.swap_hint(lat=lon, lon=lat, at=parsed.captured_at)
+            return [hint] if hint else []
+        return []
+    issues = list(item.placement.issues)
+    if item.placement.commune is not None and not _in_area(item.placement, area):
+        issues.append(make_issue("outside_team_area", {"hamlet_code": parsed.hamlet_code}))
+    return issues
+
+
+def _in_area(placement: Placement, area: tuple[set[str], set[str]]) -> bool:
+    """The claimed hamlet (or, when unknown, where the point is) belongs to the team's units."""
+    hamlets, communes = area
+    unit = placement.claimed or placement.hamlet
+    if unit is not None:
+        return unit.code in hamlets or unit.parent_code in communes
+    return placement.commune is not None and placement.commune.code in communes
+
+
+def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
+    rows = session.execute(
+        text(
+            "SELECT tu.unit_code, coalesce(u.level, 'hamlet') FROM team_units tu "
+            "LEFT JOIN admin_units u ON u.code = tu.unit_code AND u.valid_to IS NULL "
+            "WHERE tu.team_id = :team"
+        ),
+        {"team": user.team_id},
+    ).all()
+    hamlets = {code for code, level in rows if level == "hamlet"}
+    communes = {code for code, level in rows if level == "commune"}
+    return hamlets, communes
+
+
+def _reserve_household_ids(session: Session, items: list[_Item]) -> None:
+    """Draw household ids for new households up front, so a batch is written set-based."""
+    for item in items:
+        if item.status != "rejected" and item.parsed.household_ref is not None:
+            item.household_id = item.parsed.household_ref
+    need = [i for i in items if i.status != "rejected" and i.parsed.household_ref is None]
+    if not need:
+        return
+    ids = session.execute(
+        text(
+            "SELECT nextval(pg_get_serial_sequence('households', 'id')) FROM generate_series(1, :n)"
+        ),
+        {"n": len(need)},
+    ).scalars()
+    for item, household_id in zip(need, ids, strict=True):
+        item.household_id = household_id
+
+
+def _submission_values(item: _Item) -> dict[str, Any]:
+    placement = item.placement
+    return {
+        "captured_at": item.parsed.captured_at,
+        "hamlet_code": item.parsed.hamlet_code,
+        "commune_code": placement.commune.code if placement and placement.commune else None,
+        "status": item.status,
+        "issues": [i.as_dict() for i in item.issues],
+        "household_id": item.household_id if item.status != "rejected" else None,
+    }
+
+
+def _claim(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> set[int]:
+    """Insert the batch's submissions; ids another request already holds are not claimed."""
+    if not items:
+        return set()
+    rows = []
+    for item in items:
+        v = _submission_values(item)
+        rows.append(
+            (
+                item.parsed.id,
+                batch_id,
+                item.index,
+                Json(item.raw, dumps=_dumps),
+                item.sha256,
+                user.id,
+                user.team_id,
+                v["captured_at"],
+                v["hamlet_code"],
+                v["commune_code"],
+                v["status"],
+                Json(v["issues"], dumps=_dumps),
+                v["household_id"],
+            )
+        )
+    cursor = _cursor(session)
+    returned = execute_values(
+        cursor,
+        "INSERT INTO submissions (client_id, batch_id, item_index, payload, payload_sha256, "
+        "user_id, team_id, captured_at, hamlet_code, commune_code, status, issues, household_id,"
+        " processed_at) VALUES %s ON CONFLICT (client_id) DO NOTHING RETURNING id, item_index",
+        rows,
+        template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+        page_size=len(rows),
+        fetch=True,
+    )
+    by_index = {item.index: item for item in items}
+    for submission_id, item_index in returned:
+        by_index[item_index].submission_id = submission_id
+    return {row[0] for row in returned}
+
+
+def _reclaim(session: Session, items: list[_Item]) -> set[int]:
+    """Process again the resends of items whose first processing failed."""
+    claimed = set()
+    for item in items:
+        v = _submission_values(item)
+        item.submission_id = session.execute(
+            text(
+                "UPDATE submissions SET status = :status, issues = :issues, household_id = :hh, "
+                "captured_at = :captured_at, hamlet_code = :hamlet_code, "
+                "commune_code = :commune_code, processed_at = now(), error = NULL "
+                "WHERE client_id = :cid AND status IN ('received', 'error') RETURNING id"
+            ),
+            {
+                **v,
+                "issues": orjson.dumps(v["issues"]).decode(),
+                "hh": v["household_id"],
+                "cid": item.parsed.id,
+            },
+        ).scalar_one_or_none()
+        if item.submission_id is not None:  # else a concurrent resend got there first
+            claimed.add(item.submission_id)
+    return claimed
+
+
+def _cursor(session: Session) -> Any:
+    return session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+_HOUSEHOLD_FIELDS = (
+    "status",
+    "province_code",
+    "commune_code",
+    "hamlet_code",
+    "commune_unit_id",
+    "hamlet_unit_id",
+    "team_id",
+    "accuracy_m",
+    "mock_location",
+    "head_name",
+    "head_name_folded",
+    "house_number",
+    "street",
+    "phone",
+    "phone_raw",
+    "kind",
+    "members",
+    "note",
+    "issues",
+    "captured_at",
+)
+
+
+def _write_households(
+    session: Session, index: CachedIndex, items: list[_Item], *, user: User
+) -> None:
+    """Create (or, for a household reference, update) the households of accepted/flagged items."""
+    live = [i for i in items if i.status != "rejected"]
+    new = [i for i in live if i.parsed.household_ref is None]
+    if new:
+        rows = []
+        for item in new:
+            values = _household_values(index, item, user=user)
+            rows.append(
+                (
+                    item.household_id,
+                    *(values[f] for f in _HOUSEHOLD_FIELDS),
+                    item.parsed.lon,
+                    item.parsed.lat,
+                )
+            )
+        template = ", ".join(["%s"] * (len(_HOUSEHOLD_FIELDS) + 1))
+        execute_values(
+            _cursor(session),
+            f"INSERT INTO households (id, {', '.join(_HOUSEHOLD_FIELDS)}, geom, change_seq) "
+            "VALUES %s",
+            rows,
+            template=f"({template}, ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
+            "nextval('household_change_seq'))",
+            page_size=len(rows),
+        )
+    versions = [(i, 1) for i in new]
+    versions += [(i, _update_household(session, index, i, user=user)) for i in live if i not in new]
+    _write_versions(session, versions, user=user)
+
+
+def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[str, Any]:
+    p, h, placement = item.parsed, item.parsed.household, item.placement
+    assert h is not None and placement is not None and placement.commune is not None
+    hamlet = placement.hamlet
+    return {
+        "status": item.status,
+        "province_code": index.province_of.get(placement.commune.id),
+        "commune_code": placement.commune.code,
+        "hamlet_code": hamlet.code if hamlet else p.hamlet_code,
+        "commune_unit_id": placement.commune.id,
+        "hamlet_unit_id": hamlet.id if hamlet else None,
+        "team_id": user.team_id,
+        "accuracy_m": p.accuracy_m,
+        "mock_location": p.mock,
+        "head_name": h.head_name,
+        "head_name_folded": h.head_name_folded,
+        "house_number": h.house_number,
+        "street": h.street,
+        "phone": h.phone,
+        "phone_raw": h.phone_raw,
+        "kind": h.kind,
+        "members": h.members,
+        "note": h.note,
+        "issues": Json([i.as_dict() for i in item.issues], dumps=_dumps),
+        "captured_at": p.captured_at,
+    }
+
+
+def _update_household(session: Session, index: CachedIndex, item: _Item, *, user: User) -> int:
+    """Apply a later observation to an existing household; returns its new version number."""
+    values = _household_values(index, item, user=user)
+    values["issues"] = _dumps(values["issues"].adapted)
+    sets = ", ".join(f"{name} = :{name}" for name in _HOUSEHOLD_FIELDS)
+    version = session.execute(
+        text(
+            f"UPDATE households SET {sets}, geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
+            "version = version + 1, change_seq = nextval('household_change_seq'), "
+            "updated_at = now() WHERE id = :id RETURNING version"
+        ),
+        {**values, "lon": item.parsed.lon, "lat": item.parsed.lat, "id": item.household_id},
+    ).scalar_one()
+    return int(version)
+
+
+def _write_versions(session: Session, versions: list[tuple[_Item, int]], *, user: User) -> None:
+    if not versions:
+        return
+    rows = [
+        (
+            i.household_id,
+            v,
+            i.submission_id,
+            user.id,
+            "submission",
+            Json(_snapshot(i), dumps=_dumps),
+        )
+        for i, v in versions
+    ]
+    execute_values(
+        _cursor(session),
+        "INSERT INTO household_versions (household_id, version, submission_id, actor_user_id, "
+        "reason, data) VALUES %s",
+        rows,
+        page_size=len(rows),
+    )
+    events = [
+        (
+            user.id,
+            user.name,
+            "households.create" if v == 1 else "households.update",
+            "household",
+            str(i.household_id),
+            Json({"status": i.status, "version": v, "submission": str(i.parsed.id)}, dumps=_dumps),
+        )
+        for i, v in versions
+    ]
+    execute_values(
+        _cursor(session),
+        "INSERT INTO audit_events (actor_user_id, actor_name, action, entity, entity_id, after) "
+        "VALUES %s",
+        events,
+        page_size=len(events),
+    )
+
+
+def _snapshot(item: _Item) -> dict[str, Any]:
+    """The household as this observation leaves it (stored in household_versions)."""
+    p, h, placement = item.parsed, item.parsed.household, item.placement
+    assert h is not None and placement is not None and placement.commune is not None
+    return {
+        "status": item.status,
+        "commune_code": placement.commune.code,
+        "hamlet_code": placement.hamlet.code if placement.hamlet else p.hamlet_code,
+        "lon": p.lon,
+        "lat": p.lat,
+        "accuracy_m": p.accuracy_m,
+        "mock": p.mock,
+        "captured_at": p.captured_at.isoformat() if p.captured_at else None,
+        "head_name": h.head_name,
+        "house_number": h.house_number,
+        "street": h.street,
+        "phone": h.phone,
+        "phone_raw": h.phone_raw,
+        "kind": h.kind,
+        "members": h.members,
+        "note": h.note,
+        "issues": [i.code for i in item.issues],
+    }
+
+
+def _client_id(item: _Item) -> Any:
+    if item.parsed.id is not None:
+        return str(item.parsed.id)
+    raw_id = item.raw.get("id") if isinstance(item.raw, dict) else None
+    return raw_id if isinstance(raw_id, str | int) else None
+
+
+def _result(item: _Item) -> dict[str, Any]:
+    return {
+        "id": _client_id(item),
+        "status": item.status,
+        "household_id": item.household_id if item.status != "rejected" else None,
+        "address_code": None,
+        "issues": [i.as_dict() for i in item.issues],
+    }
+
+
+def _replay(stored: _Stored, item: _Item) -> dict[str, Any]:
+    """The first result for a resend of the same payload; a conflict for a different one."""
+    if stored.sha256 == item.sha256:
+        return {
+            "id": str(stored.client_id),
+            "status": stored.status,
+            "household_id": stored.household_id,
+            "address_code": None,
+            "issues": stored.issues,
+        }
+    return _conflict(item, stored.payload, household_id=stored.household_id)
+
+
+def _conflict(item: _Item, original: Any, *, household_id: int | None) -> dict[str, Any]:
+    differences = payload_diff(original, item.raw)
+    issue = Issue(
+        "id_conflict",
+        "error",
+        "Mã bản ghi này đã được gửi với nội dung khác; bản đã lưu được giữ nguyên. "
+        "Nếu là hộ mới, hãy tạo mã bản ghi mới.",
+        {"differences": differences},
+    )
+    return {
+        "id": _client_id(item),
+        "status": "conflict",
+        "household_id": household_id,
+        "address_code": None,
+        "issues": [issue.as_dict()],
+    }
+
+
+def _repeat_result(item: _Item, original: _Item) -> dict[str, Any]:
+    """An id repeated inside one batch: the first occurrence's result, or a conflict."""
+    if item.sha256 == original.sha256:
+        return dict(original.result or {})
+    household_id = (original.result or {}).get("household_id")
+    return _conflict(item, original.raw, household_id=household_id)
+
+
+def _audit_batch(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> None:
+    counts: dict[str, int] = {}
+    for item in items:
+        status = (item.result or {}).get("status", "error")
+        counts[status] = counts.get(status, 0) + 1
+    session.execute(
+        text(
+            "INSERT INTO audit_events (actor_user_id, actor_name, action, entity, entity_id, after)"
+            " VALUES (:uid, :name, 'submissions.batch', 'intake_batch', :bid, :after)"
+        ),
+        {"uid": user.id, "name": user.name, "bid": str(batch_id), "after": _dumps(counts)},
+    )
+
+
+def _record_failure(
+    database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User
+) -> None:
+    """Keep the items of a failed batch visible (status ``error``) so nothing is lost."""
+    try:
+        with database.sessions() as session, session.begin():
+            rows = [
+                (
+                    i.parsed.id,
+                    batch_id,
+                    i.index,
+                    Json(i.raw, dumps=_dumps),
+                    i.sha256,
+                    user.id,
+                    user.team_id,
+                    i.parsed.captured_at,
+                    i.parsed.hamlet_code,
+                    "error",
+                    "processing failed; resend to retry",
+                )
+                for i in items
+            ]
+            execute_values(
+                _cursor(session),
+                "INSERT INTO submissions (client_id, batch_id, item_index, payload, "
+                "payload_sha256, user_id, team_id, captured_at, hamlet_code, status, error) "
+                "VALUES %s ON CONFLICT (client_id) DO NOTHING",
+                rows,
+                page_size=max(len(rows), 1),
+            )
+    except Exception:
+        log.exception("could not record the failed batch %s (its body is stored)", batch_id)

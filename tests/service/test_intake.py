@@ -1,0 +1,550 @@
+"""Field intake: envelope, idempotency, conflicts, concurrency, failures and every rule."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.models import Household, HouseholdVersion, IntakeBatch, Submission
+from tests.service.conftest import count_rows
+from tests.service.test_units_import import _fc, _feature, post_import
+
+# Two communes side by side near Cao Lãnh; 98001 split into two hamlet polygons, 98002 has a
+# hamlet without polygon and no postcode.
+C1 = shapely.box(105.60, 10.40, 105.62, 10.42)
+C2 = shapely.box(105.62, 10.40, 105.64, 10.42)
+H1 = shapely.box(105.60, 10.40, 105.61, 10.42)
+H2 = shapely.box(105.61, 10.40, 105.62, 10.42)
+M_PER_DEG_LON = 109_500.0  # at 10.4° N
+
+
+@pytest.fixture
+def area(client: TestClient, admin_headers: dict[str, str]) -> None:
+    """Province 98, communes 98001/98002, hamlets, and teams A (98001) and B (98002-01)."""
+    form = {"code_field": "code", "name_field": "name"}
+    layers = [
+        ("province", [_feature({"code": "98", "name": "Tỉnh Thử"}, shapely.union_all([C1, C2]))]),
+        (
+            "commune",
+            [
+                _feature({"code": "98001", "name": "Xã Một", "parent": "98", "pc": "98101"}, C1),
+                _feature({"code": "98002", "name": "Xã Hai", "parent": "98", "pc": None}, C2),
+            ],
+        ),
+        (
+            "hamlet",
+            [
+                _feature({"code": "98001-01", "name": "Ấp 1", "parent": "98001"}, H1),
+                _feature({"code": "98001-02", "name": "Ấp 2", "parent": "98001"}, H2),
+                _feature({"code": "98002-01", "name": "Ấp Một", "parent": "98002"}, None),
+            ],
+        ),
+    ]
+    for level, features in layers:
+        extra = {"postcode_field": "pc"} if level == "commune" else {}
+        if level != "province":
+            extra["parent_code_field"] = "parent"
+        response = post_import(
+            client, admin_headers, _fc(features), f"{level}.geojson", level=level, **form, **extra
+        )
+        assert response.status_code == 200, response.text
+    for name, units in (("Tổ A", ["98001"]), ("Tổ B", ["98002-01"])):
+        response = client.post(
+            "/api/v1/teams", json={"name": name, "units": units}, headers=admin_headers
+        )
+        assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def surveyor(area: None, make_token: Callable[..., str]) -> dict[str, str]:
+    """Headers of a surveyor of team A."""
+    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ A', name='An')}"}
+
+
+@pytest.fixture
+def surveyor_b(area: None, make_token: Callable[..., str]) -> dict[str, str]:
+    """Headers of a surveyor of team B."""
+    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ B', name='Bình')}"}
+
+
+def item(**changes: Any) -> dict[str, Any]:
+    """A valid item in hamlet 98001-01, with ``changes`` applied (dotted keys reach inside)."""
+    base: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "captured_at": (datetime.now(UTC) - timedelta(hours=3)).isoformat(),
+        "location": {"lat": 10.41, "lon": 105.605, "accuracy_m": 6.5, "mock": False},
+        "hamlet_code": "98001-01",
+        "household": {
+            "head_name": "Nguyễn Văn An",
+            "house_number": "12/3",
+            "street": "Hẻm 5, Đường Lê Lợi",
+            "phone": "0912 345 678",
+            "kind": "residence",
+            "members": 4,
+        },
+        "note": "",
+    }
+    for key, value in changes.items():
+        target = base
+        *path, last = key.split("__")
+        for part in path:
+            target = target[part]
+        if value is _DROP:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return base
+
+
+_DROP = object()
+
+
+def post(client: TestClient, headers: dict[str, str], items: list[Any]) -> httpx.Response:
+    """POST a batch."""
+    return client.post("/api/v1/submissions", json={"submissions": items}, headers=headers)
+
+
+def one(client: TestClient, headers: dict[str, str], payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit one item and return its result."""
+    response = post(client, headers, [payload])
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
+def codes(result: dict[str, Any]) -> set[str]:
+    """The issue codes of a result."""
+    return {i["code"] for i in result["issues"]}
+
+
+def test_a_valid_item_is_accepted_and_creates_a_household(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    payload = item(household__head_name="Nguye\u0302\u0303n Va\u0306n An")  # NFD
+    result = one(client, surveyor, payload)
+    assert result["status"] == "accepted", result
+    assert set(result) == {"id", "status", "household_id", "address_code", "issues"}
+    assert result["id"] == payload["id"] and result["issues"] == []
+    household = db.get(Household, result["household_id"])
+    assert household is not None
+    assert household.head_name == "Nguyễn Văn An"  # stored NFC
+    assert household.phone == "0912345678" and household.phone_raw == "0912 345 678"
+    assert (household.hamlet_code, household.commune_code, household.province_code) == (
+        "98001-01",
+        "98001",
+        "98",
+    )
+    stored = db.query(Submission).one()
+    assert stored.payload == payload  # the item exactly as sent (NFD kept)
+    body = db.query(IntakeBatch).one().body
+    assert json.loads(body) == {"submissions": [payload]}
+
+
+def test_resending_the_same_batch_returns_the_first_results_and_writes_nothing(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    items = [item(), item(location__accuracy_m=45.0), item(hamlet_code="nope")]
+    first = post(client, surveyor, items).json()["results"]
+    counts = (
+        count_rows(db, Household),
+        count_rows(db, Submission),
+        count_rows(db, HouseholdVersion),
+    )
+    reordered = [json.loads(json.dumps(i, sort_keys=True)) for i in reversed(items)]
+    again = post(client, surveyor, reordered).json()["results"]
+    assert again == list(reversed(first))
+    assert (
+        count_rows(db, Household),
+        count_rows(db, Submission),
+        count_rows(db, HouseholdVersion),
+    ) == counts
+    assert count_rows(db, IntakeBatch) == 2  # every request body is kept verbatim
+
+
+def test_same_id_with_a_different_payload_is_a_conflict_showing_the_difference(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    payload = item()
+    first = one(client, surveyor, payload)
+    changed = copy.deepcopy(payload)
+    changed["household"]["phone"] = "0987 654 321"
+    result = one(client, surveyor, changed)
+    assert result["status"] == "conflict"
+    assert result["household_id"] == first["household_id"]
+    differences = result["issues"][0]["detail"]["differences"]
+    assert [d["path"] for d in differences] == ["household.phone"]
+    household = db.get(Household, first["household_id"])
+    assert household is not None and household.phone == "0912345678"  # nothing overwritten
+    assert count_rows(db, Submission) == 1
+
+
+def test_an_id_repeated_inside_one_batch(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    payload = item()
+    changed = item(id=payload["id"], household__members=9)
+    results = post(client, surveyor, [payload, payload, changed]).json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "accepted", "conflict"]
+    assert results[0] == results[1]
+    assert count_rows(db, Household) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "json_invalid"),
+        (b"\xff\xfe\x00garbage", 400, "json_invalid"),
+        (b'{"items": []}', 422, "envelope_invalid"),
+        (b"[1, 2]", 422, "envelope_invalid"),
+        (b'{"submissions": {"a": 1}}', 422, "envelope_invalid"),
+        (b'{"submissions": [' + b",".join([b"{}"] * 1001) + b"]}", 422, "too_many_items"),
+        (b'{"submissions": [{"location": {"lat": NaN}}]}', 400, "json_invalid"),
+    ],
+)
+def test_a_bad_envelope_is_a_problem_and_stores_nothing(
+    client: TestClient, surveyor: dict[str, str], db: Session, body: bytes, status: int, code: str
+) -> None:
+    response = client.post(
+        "/api/v1/submissions",
+        content=body,
+        headers={**surveyor, "content-type": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+    assert (count_rows(db, IntakeBatch), count_rows(db, Submission)) == (0, 0)
+
+
+def test_an_oversized_body_is_refused_and_stores_nothing(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    big = [item(note="x" * 4000) for _ in range(300)]  # > 1 MiB (the test limit)
+    response = post(client, surveyor, big)
+    assert response.status_code == 413
+    assert count_rows(db, IntakeBatch) == 0
+
+
+NOW = datetime.now(UTC)
+EAST_OF_H1_5M = 105.61 + 5 / M_PER_DEG_LON
+
+RULES = [
+    # (changes, expected status, expected issue codes ⊆ issues, codes that must be absent)
+    ({}, "accepted", set(), {"near_boundary", "accuracy_missing"}),
+    ({"location__lat": "10.41"}, "rejected", {"coordinates_invalid"}, set()),
+    ({"location__lat": 91.0}, "rejected", {"coordinates_invalid"}, set()),
+    ({"location": _DROP}, "rejected", {"coordinates_invalid"}, set()),
+    (
+        {"location__lat": 105.605, "location__lon": 10.41},
+        "rejected",
+        {"coordinates_invalid", "latlon_swapped"},
+        set(),
+    ),
+    ({"location__lon": 106.5}, "rejected", {"outside_service_area"}, {"latlon_swapped"}),
+    ({"location__accuracy_m": _DROP}, "accepted", {"accuracy_missing"}, set()),
+    ({"location__accuracy_m": 30.0}, "accepted", set(), {"accuracy_poor"}),
+    ({"location__accuracy_m": 45.0}, "flagged", {"accuracy_poor"}, set()),
+    ({"location__accuracy_m": 150.0}, "rejected", {"accuracy_unusable"}, set()),
+    ({"hamlet_code": "98001-99"}, "flagged", {"hamlet_unknown"}, set()),
+    (
+        {"location__lon": 105.615, "location__accuracy_m": 5.0},
+        "flagged",
+        {"hamlet_mismatch"},
+        set(),
+    ),
+    (
+        {"location__lon": EAST_OF_H1_5M, "location__accuracy_m": 10.0},
+        "accepted",
+        {"near_boundary"},
+        {"hamlet_mismatch"},
+    ),
+    (
+        {"location__lon": EAST_OF_H1_5M, "location__accuracy_m": 3.0},
+        "flagged",
+        {"hamlet_mismatch"},
+        {"near_boundary"},
+    ),
+    (
+        {"hamlet_code": "98002-01", "location__lon": 105.63},
+        "rejected",
+        {"outside_team_area"},
+        set(),
+    ),
+    ({"household__head_name": "  "}, "flagged", {"name_missing"}, set()),
+    ({"household__head_name": None}, "flagged", {"name_missing"}, set()),
+    ({"household__phone": "12345"}, "accepted", {"phone_invalid"}, set()),
+    ({"household__phone": "+84 912 345 678"}, "accepted", set(), {"phone_invalid"}),
+    ({"household__house_number": "1" * 40}, "accepted", {"house_number_invalid"}, set()),
+    (
+        {"captured_at": (NOW + timedelta(hours=1)).isoformat()},
+        "flagged",
+        {"captured_in_future"},
+        set(),
+    ),
+    (
+        {"captured_at": (NOW - timedelta(days=120)).isoformat()},
+        "flagged",
+        {"captured_too_old"},
+        set(),
+    ),
+    ({"location__mock": True}, "flagged", {"mock_location"}, set()),
+    ({"hamlet_code": _DROP}, "rejected", {"item_invalid"}, set()),
+    ({"household__kind": "castle"}, "rejected", {"item_invalid"}, set()),
+    ({"id": "not-a-uuid"}, "rejected", {"item_invalid"}, set()),
+    ({"captured_at": "2026-11-20T08:31:05"}, "rejected", {"item_invalid"}, set()),
+]
+
+
+@pytest.mark.parametrize(("changes", "status", "present", "absent"), RULES)
+def test_validation_rules(
+    client: TestClient,
+    surveyor: dict[str, str],
+    db: Session,
+    changes: dict[str, Any],
+    status: str,
+    present: set[str],
+    absent: set[str],
+) -> None:
+    result = one(client, surveyor, item(**changes))
+    assert result["status"] == status, result
+    assert present <= codes(result), result
+    assert not absent & codes(result), result
+    for issue in result["issues"]:
+        assert issue["severity"] in ("info", "warning", "error") and issue["message"]
+    households = count_rows(db, Household)
+    assert households == (0 if status == "rejected" else 1)
+    assert count_rows(db, Submission) == 1  # every item is logged, whatever its outcome
+
+
+def test_item_invalid_names_the_field(client: TestClient, surveyor: dict[str, str]) -> None:
+    result = one(client, surveyor, item(household__members="four"))
+    assert result["status"] == "rejected"
+    assert {"field": "household.members"} in [i["detail"] for i in result["issues"]]
+
+
+def test_latlon_swapped_gives_the_swapped_point(
+    client: TestClient, surveyor: dict[str, str]
+) -> None:
+    result = one(client, surveyor, item(location__lat=105.605, location__lon=10.41))
+    hint = next(i for i in result["issues"] if i["code"] == "latlon_swapped")
+    assert hint["severity"] == "info"
+    assert hint["detail"] == {"lat": 10.41, "lon": 105.605}
+
+
+def test_near_boundary_counts_in_the_containing_hamlet(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    result = one(client, surveyor, item(location__lon=EAST_OF_H1_5M, location__accuracy_m=10.0))
+    household = db.get(Household, result["household_id"])
+    assert household is not None and household.hamlet_code == "98001-02"
+
+
+def test_hamlet_mismatch_names_the_containing_hamlet(
+    client: TestClient, surveyor: dict[str, str]
+) -> None:
+    result = one(client, surveyor, item(location__lon=105.615))
+    mismatch = next(i for i in result["issues"] if i["code"] == "hamlet_mismatch")
+    assert mismatch["detail"]["containing"] == "98001-02"
+
+
+def test_polygonless_hamlet_and_missing_postcode(
+    client: TestClient, surveyor_b: dict[str, str], db: Session
+) -> None:
+    inside = one(client, surveyor_b, item(hamlet_code="98002-01", location__lon=105.63))
+    assert inside["status"] == "accepted" and codes(inside) == {"postcode_missing"}
+    far = one(client, surveyor_b, item(hamlet_code="98002-01", location__lon=105.605))
+    assert far["status"] == "flagged" and "hamlet_mismatch" in codes(far)
+
+
+def test_a_later_observation_updates_the_household_and_keeps_versions(
+    client: TestClient,
+    surveyor: dict[str, str],
+    surveyor_b: dict[str, str],
+    db: Session,
+    admin_headers: dict[str, str],
+    make_token: Callable[..., str],
+) -> None:
+    first = one(client, surveyor, item())
+    second = one(
+        client, surveyor, item(household_id=first["household_id"], household__phone="0987654321")
+    )
+    assert second["status"] == "accepted" and second["household_id"] == first["household_id"]
+    assert count_rows(db, Household) == 1
+    reviewer = {"Authorization": f"Bearer {make_token('reviewer')}"}
+    detail = client.get(f"/api/v1/households/{first['household_id']}", headers=reviewer).json()
+    assert detail["version"] == 2 and detail["phone"] == "0987654321"
+    assert [v["version"] for v in detail["history"]] == [1, 2]
+    assert detail["history"][0]["data"]["phone"] == "0912345678"
+    other_team = one(
+        client,
+        surveyor_b,
+        item(hamlet_code="98002-01", location__lon=105.63, household_id=first["household_id"]),
+    )
+    assert other_team["status"] == "rejected"
+    assert {"field": "household_id"} in [i["detail"] for i in other_team["issues"]]
+
+
+def test_submission_log_is_confined_to_the_team(
+    client: TestClient,
+    surveyor: dict[str, str],
+    surveyor_b: dict[str, str],
+    make_token: Callable[..., str],
+) -> None:
+    one(client, surveyor, item())
+    one(client, surveyor, item(location__accuracy_m=45.0))
+    one(client, surveyor_b, item(hamlet_code="98002-01", location__lon=105.63))
+    mine = client.get("/api/v1/submissions", headers=surveyor).json()["items"]
+    assert len(mine) == 2 and all(s["hamlet_code"] == "98001-01" for s in mine)
+    reviewer = {"Authorization": f"Bearer {make_token('reviewer')}"}
+    everything = client.get("/api/v1/submissions", headers=reviewer).json()["items"]
+    assert len(everything) == 3
+    flagged = client.get("/api/v1/submissions", params={"status": "flagged"}, headers=reviewer)
+    assert [s["status"] for s in flagged.json()["items"]] == ["flagged"]
+    page = client.get("/api/v1/submissions", params={"limit": 2}, headers=reviewer).json()
+    rest = client.get(
+        "/api/v1/submissions", params={"cursor": page["next_cursor"]}, headers=reviewer
+    ).json()
+    assert len(page["items"]) == 2 and len(rest["items"]) == 1
+    households = client.get("/api/v1/households", headers=surveyor)
+    assert households.status_code == 403  # surveyors do not read the household register
+
+
+def test_households_list_filters_and_geojson(
+    client: TestClient, surveyor: dict[str, str], make_token: Callable[..., str]
+) -> None:
+    one(client, surveyor, item())
+    one(client, surveyor, item(location__lon=105.615, hamlet_code="98001-02"))
+    one(client, surveyor, item(location__accuracy_m=45.0))
+    postal = {"Authorization": f"Bearer {make_token('postal')}"}
+    listed = client.get("/api/v1/households", params={"unit": "98001-02"}, headers=postal).json()
+    assert [h["hamlet_code"] for h in listed["items"]] == ["98001-02"]
+    in_commune = client.get("/api/v1/households", params={"unit": "98001"}, headers=postal).json()
+    assert len(in_commune["items"]) == 3
+    flagged = client.get("/api/v1/households", params={"status": "flagged"}, headers=postal)
+    assert len(flagged.json()["items"]) == 1
+    west = client.get(
+        "/api/v1/households", params={"bbox": "105.60,10.40,105.61,10.42"}, headers=postal
+    ).json()
+    assert len(west["items"]) == 2
+    geo = client.get("/api/v1/households", headers={**postal, "Accept": "application/geo+json"})
+    assert geo.headers["content-type"] == "application/geo+json"
+    collection = geo.json()
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 3
+    lon, lat = collection["features"][0]["geometry"]["coordinates"]
+    assert 105.6 <= lon <= 105.62 and 10.40 <= lat <= 10.42
+    bad = client.get("/api/v1/households", params={"bbox": "1,2,3"}, headers=postal)
+    assert bad.status_code == 422 and bad.json()["code"] == "bbox_invalid"
+    missing = client.get("/api/v1/households/999999", headers=postal)
+    assert missing.status_code == 404 and missing.json()["code"] == "household_not_found"
+
+
+def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
+    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
+) -> None:
+    """A real database failure mid-batch (a trigger that raises), then a retry after the fix."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$; "
+                "CREATE TRIGGER boom BEFORE INSERT ON households "
+                "FOR EACH ROW EXECUTE FUNCTION boom()"
+            )
+        )
+    items = [item(), item()]
+    failed = post(client, surveyor, items)
+    assert failed.status_code == 500
+    assert failed.json()["code"] == "internal_error" and "fire" not in failed.text
+    stored = db.query(Submission).all()
+    assert sorted(s.status for s in stored) == ["error", "error"]
+    assert count_rows(db, IntakeBatch) == 1
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER boom ON households"))
+    engine.dispose()
+    retried = post(client, surveyor, items).json()["results"]
+    assert [r["status"] for r in retried] == ["accepted", "accepted"]
+    assert count_rows(db, Household) == 2 and count_rows(db, Submission) == 2
+
+
+@pytest.fixture
+def live_server(settings: Any) -> Iterator[str]:
+    """The app served by a real uvicorn on a loopback port (for parallel requests)."""
+    import socket
+
+    import uvicorn
+
+    from service.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", log_config=None
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_parallel_resends_of_the_same_id_create_one_household(
+    live_server: str, surveyor: dict[str, str], db: Session
+) -> None:
+    batch = {"submissions": [item() for _ in range(50)]}
+    barrier = threading.Barrier(6)
+    results: list[Any] = []
+
+    def send() -> None:
+        with httpx.Client(base_url=live_server, timeout=60) as http:
+            barrier.wait()
+            results.append(http.post("/api/v1/submissions", json=batch, headers=surveyor))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.status_code for r in results] == [200] * 6
+    bodies = [r.json()["results"] for r in results]
+    assert all(b == bodies[0] for b in bodies)
+    assert count_rows(db, Household) == 50
+    assert count_rows(db, Submission) == 50
+    assert count_rows(db, IntakeBatch) == 6
+
+
+def test_a_client_cut_off_mid_batch_retries_without_duplicates(
+    live_server: str, surveyor: dict[str, str], db: Session
+) -> None:
+    """The client drops the connection before the answer; the whole batch is sent again."""
+    batch = {"submissions": [item() for _ in range(200)]}
+    impatient = httpx.Client(base_url=live_server, timeout=0.001)
+    with impatient, pytest.raises(httpx.TimeoutException):
+        impatient.post("/api/v1/submissions", json=batch, headers=surveyor)
+    with httpx.Client(base_url=live_server, timeout=60) as http:
+        retried = http.post("/api/v1/submissions", json=batch, headers=surveyor)
+        assert retried.status_code == 200
+        again = http.post("/api/v1/submissions", json=batch, headers=surveyor)
+    assert again.json()["results"] == retried.json()["results"]
+    assert {r["status"] for r in retried.json()["results"]} == {"accepted"}
+    assert count_rows(db, Household) == 200
+    assert count_rows(db, Submission) == 200
