@@ -7,7 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from service.db import Database, open_database
 from service.errors import install_error_handlers
@@ -51,7 +55,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _mount_api_docs(app)
     app.state.settings = settings
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
     install_error_handlers(app)
@@ -65,6 +72,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _mount_api_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from a Python package's files: no CDN (offices may be offline)."""
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="diachiso API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

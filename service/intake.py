@@ -20,7 +20,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,14 @@ from sqlalchemy.orm import Session
 
 from geo.issues import Issue, make_issue, outcome
 from geo.placement import Placement, Query
-from geo.validation import Limits, ParsedItem, parse_item, payload_diff, payload_sha256
+from geo.validation import (
+    Limits,
+    ParsedItem,
+    canonical_json,
+    parse_item,
+    payload_diff,
+    payload_sha256,
+)
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
 from service.models import User
@@ -62,6 +69,7 @@ class _Item:
     household_id: int | None = None
     submission_id: int | None = None
     result: dict[str, Any] | None = None
+    stored: Any = None  # the payload as logged, when it differs from ``raw``
 
 
 def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
@@ -115,7 +123,24 @@ def submit(
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
     parsed = parse_item(raw, now=now, limits=limits)
-    return _Item(index=index, raw=raw, sha256=payload_sha256(raw), parsed=parsed)
+    item = _Item(index=index, raw=raw, sha256=payload_sha256(raw), parsed=parsed)
+    stored = _storable(raw)
+    if stored is not raw:
+        # jsonb cannot hold U+0000: keep a marked copy in the log (the body has the original)
+        # and reject the item, naming the fields that carried it.
+        fields = [d["path"] for d in payload_diff(raw, stored)]
+        nul = [make_issue("item_invalid", {"field": f}) for f in fields]
+        item.parsed = replace(parsed, issues=[*parsed.issues, *nul], household=None)
+        item.stored = stored
+    return item
+
+
+def _storable(raw: Any) -> Any:
+    """``raw`` itself, or a copy with NUL characters replaced when it contains any."""
+    text_ = canonical_json(raw)
+    if b"\\u0000" not in text_:
+        return raw
+    return orjson.loads(text_.replace(b"\\u0000", b"\\ufffd"))
 
 
 def _store_batch(
@@ -344,7 +369,7 @@ def _claim(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: U
                 item.parsed.id,
                 batch_id,
                 item.index,
-                Json(item.raw, dumps=_dumps),
+                Json(item.raw if item.stored is None else item.stored, dumps=_dumps),
                 item.sha256,
                 user.id,
                 user.team_id,
@@ -653,7 +678,7 @@ def _record_failure(
                     i.parsed.id,
                     batch_id,
                     i.index,
-                    Json(i.raw, dumps=_dumps),
+                    Json(i.raw if i.stored is None else i.stored, dumps=_dumps),
                     i.sha256,
                     user.id,
                     user.team_id,

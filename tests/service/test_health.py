@@ -108,3 +108,11 @@ def test_production_refuses_the_placeholder_password() -> None:
 
     with pytest.raises(ValidationError, match="placeholder"):
         Settings(environment="production", database_url="postgresql://u:change-me@db/x")
+
+
+def test_api_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/openapi.json").json()["components"]["schemas"]["BatchIn"]

@@ -548,3 +548,13 @@ def test_a_client_cut_off_mid_batch_retries_without_duplicates(
     assert {r["status"] for r in retried.json()["results"]} == {"accepted"}
     assert count_rows(db, Household) == 200
     assert count_rows(db, Submission) == 200
+
+
+def test_nul_characters_reject_the_item_but_it_is_still_logged(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    result = one(client, surveyor, item(household__head_name="An\u0000"))
+    assert result["status"] == "rejected"
+    assert {"field": "household.head_name"} in [i["detail"] for i in result["issues"]]
+    assert count_rows(db, Submission) == 1 and count_rows(db, Household) == 0
+    assert b"\\u0000" in db.query(IntakeBatch).one().body  # the original, verbatim
