@@ -21,12 +21,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg2
 from psycopg2.extras import Json, execute_values
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from geo.issues import Issue, make_issue, outcome
@@ -39,6 +41,8 @@ from geo.validation import (
     payload_diff,
     payload_sha256,
 )
+from service import audit
+from service.bulk import JsonValue, copy_rows
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
 from service.models import User
@@ -70,6 +74,7 @@ class _Item:
     submission_id: int | None = None
     result: dict[str, Any] | None = None
     stored: Any = None  # the payload as logged, when it differs from ``raw``
+    change_seq: int | None = None
 
 
 def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
@@ -110,15 +115,37 @@ def submit(
     batch_id = _store_batch(
         database, body=body, content_type=content_type, user=user, n=len(raw_items)
     )
-    items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
-    try:
-        with database.sessions() as session, session.begin():
-            _process(session, cache, items, batch_id=batch_id, user=user)
-    except Exception:
-        log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
-        _record_failure(database, items, batch_id=batch_id, user=user)
-        raise
-    return [item.result or {} for item in items]
+    for attempt in range(_ATTEMPTS):
+        items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
+        try:
+            with database.sessions() as session, session.begin():
+                _process(session, cache, items, batch_id=batch_id, user=user, contended=attempt > 0)
+            return [item.result or {} for item in items]
+        except (IntegrityError, psycopg2.IntegrityError) as exc:
+            if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
+                continue  # a concurrent resend stored some ids first: the next pass yields
+            _fail(database, items, batch_id=batch_id, user=user)
+            raise
+        except Exception:
+            _fail(database, items, batch_id=batch_id, user=user)
+            raise
+    raise AssertionError("unreachable")
+
+
+#: The first pass COPYs optimistically; a pass after a lost race claims row by row.
+_ATTEMPTS = 2
+
+
+def _lost_race(exc: Exception) -> bool:
+    """True when another request committed one of our client ids first."""
+    # COPY runs on the raw DBAPI cursor, so its error arrives unwrapped by SQLAlchemy.
+    diag = getattr(getattr(exc, "orig", exc), "diag", None)
+    return getattr(diag, "constraint_name", None) == "submissions_client_id_key"
+
+
+def _fail(database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> None:
+    log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
+    _record_failure(database, items, batch_id=batch_id, user=user)
 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
@@ -166,7 +193,13 @@ def _store_batch(
 
 
 def _process(
-    session: Session, cache: UnitIndexCache, items: list[_Item], *, batch_id: uuid.UUID, user: User
+    session: Session,
+    cache: UnitIndexCache,
+    items: list[_Item],
+    *,
+    batch_id: uuid.UUID,
+    user: User,
+    contended: bool,
 ) -> None:
     first, repeats = _split_repeats(items)
     existing = _existing(session, [i.parsed.id for i in first if i.parsed.id is not None])
@@ -175,8 +208,8 @@ def _process(
     work = fresh + retry
     index = cache.get(session)
     _validate(session, index, work, user=user)
-    _reserve_household_ids(session, work)
-    claimed = _claim(session, fresh, batch_id=batch_id, user=user)
+    _reserve_ids(session, work, fresh)
+    claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
     _write_households(session, index, done, user=user)
@@ -327,22 +360,37 @@ def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
     return hamlets, communes
 
 
+def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> None:
+    """Draw submission and household ids up front, so a batch is written with COPY."""
+    if fresh:
+        ids = session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('submissions', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": len(fresh)},
+        ).scalars()
+        for item, submission_id in zip(fresh, ids, strict=True):
+            item.submission_id = submission_id
+    _reserve_household_ids(session, items)
+
+
 def _reserve_household_ids(session: Session, items: list[_Item]) -> None:
-    """Draw household ids for new households up front, so a batch is written set-based."""
     for item in items:
         if item.status != "rejected" and item.parsed.household_ref is not None:
             item.household_id = item.parsed.household_ref
     need = [i for i in items if i.status != "rejected" and i.parsed.household_ref is None]
     if not need:
         return
-    ids = session.execute(
+    rows = session.execute(
         text(
-            "SELECT nextval(pg_get_serial_sequence('households', 'id')) FROM generate_series(1, :n)"
+            "SELECT nextval(pg_get_serial_sequence('households', 'id')), "
+            "nextval('household_change_seq') FROM generate_series(1, :n)"
         ),
         {"n": len(need)},
-    ).scalars()
-    for item, household_id in zip(need, ids, strict=True):
-        item.household_id = household_id
+    ).all()
+    for item, (household_id, change_seq) in zip(need, rows, strict=True):
+        item.household_id, item.change_seq = household_id, change_seq
 
 
 def _submission_values(item: _Item) -> dict[str, Any]:
@@ -357,19 +405,49 @@ def _submission_values(item: _Item) -> dict[str, Any]:
     }
 
 
-def _claim(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> set[int]:
-    """Insert the batch's submissions; ids another request already holds are not claimed."""
+_SUBMISSION_COLUMNS = (
+    "id",
+    "client_id",
+    "batch_id",
+    "item_index",
+    "payload",
+    "payload_sha256",
+    "user_id",
+    "team_id",
+    "captured_at",
+    "hamlet_code",
+    "commune_code",
+    "status",
+    "issues",
+    "household_id",
+    "processed_at",
+)
+
+
+def _claim(
+    session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: User, contended: bool
+) -> set[int]:
+    """Write the batch's new submissions to the log; returns the submission ids claimed.
+
+    First pass: one COPY. A concurrent request that COPYs one of the same client ids makes it
+    wait for that commit and fail on the unique index; :func:`submit` then runs a contended
+    pass, which inserts with ``ON CONFLICT (client_id) DO NOTHING`` so the ids stored by the
+    other request are not claimed here but replayed.
+    """
     if not items:
         return set()
+    now = datetime.now(UTC)
     rows = []
     for item in items:
         v = _submission_values(item)
+        payload = item.raw if item.stored is None else item.stored
         rows.append(
             (
+                item.submission_id,
                 item.parsed.id,
                 batch_id,
                 item.index,
-                Json(item.raw if item.stored is None else item.stored, dumps=_dumps),
+                JsonValue(payload),
                 item.sha256,
                 user.id,
                 user.team_id,
@@ -377,24 +455,25 @@ def _claim(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: U
                 v["hamlet_code"],
                 v["commune_code"],
                 v["status"],
-                Json(v["issues"], dumps=_dumps),
+                JsonValue(v["issues"]),
                 v["household_id"],
+                now,
             )
         )
-    cursor = _cursor(session)
+    if not contended:
+        copy_rows(_cursor(session), "submissions", _SUBMISSION_COLUMNS, rows)
+        return {item.submission_id for item in items if item.submission_id is not None}
     returned = execute_values(
-        cursor,
-        "INSERT INTO submissions (client_id, batch_id, item_index, payload, payload_sha256, "
-        "user_id, team_id, captured_at, hamlet_code, commune_code, status, issues, household_id,"
-        " processed_at) VALUES %s ON CONFLICT (client_id) DO NOTHING RETURNING id, item_index",
-        rows,
-        template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+        _cursor(session),
+        f"INSERT INTO submissions ({', '.join(_SUBMISSION_COLUMNS)}) VALUES %s "
+        "ON CONFLICT (client_id) DO NOTHING RETURNING id",
+        [
+            tuple(Json(v.value, dumps=_dumps) if isinstance(v, JsonValue) else v for v in row)
+            for row in rows
+        ],
         page_size=len(rows),
         fetch=True,
     )
-    by_index = {item.index: item for item in items}
-    for submission_id, item_index in returned:
-        by_index[item_index].submission_id = submission_id
     return {row[0] for row in returned}
 
 
@@ -460,30 +539,20 @@ def _write_households(
     """Create (or, for a household reference, update) the households of accepted/flagged items."""
     live = [i for i in items if i.status != "rejected"]
     new = [i for i in live if i.parsed.household_ref is None]
+    updates = [i for i in live if i.parsed.household_ref is not None]
     if new:
         rows = []
         for item in new:
             values = _household_values(index, item, user=user)
+            # EWKT with repr() floats: exact, and cheaper to build than EWKB.
+            geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
             rows.append(
-                (
-                    item.household_id,
-                    *(values[f] for f in _HOUSEHOLD_FIELDS),
-                    item.parsed.lon,
-                    item.parsed.lat,
-                )
+                (item.household_id, *(values[f] for f in _HOUSEHOLD_FIELDS), geom, item.change_seq)
             )
-        template = ", ".join(["%s"] * (len(_HOUSEHOLD_FIELDS) + 1))
-        execute_values(
-            _cursor(session),
-            f"INSERT INTO households (id, {', '.join(_HOUSEHOLD_FIELDS)}, geom, change_seq) "
-            "VALUES %s",
-            rows,
-            template=f"({template}, ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
-            "nextval('household_change_seq'))",
-            page_size=len(rows),
-        )
+        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq")
+        copy_rows(_cursor(session), "households", columns, rows)
     versions = [(i, 1) for i in new]
-    versions += [(i, _update_household(session, index, i, user=user)) for i in live if i not in new]
+    versions += [(i, _update_household(session, index, i, user=user)) for i in updates]
     _write_versions(session, versions, user=user)
 
 
@@ -510,7 +579,7 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
         "kind": h.kind,
         "members": h.members,
         "note": h.note,
-        "issues": Json([i.as_dict() for i in item.issues], dumps=_dumps),
+        "issues": JsonValue([i.as_dict() for i in item.issues]),
         "captured_at": p.captured_at,
     }
 
@@ -518,7 +587,7 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
 def _update_household(session: Session, index: CachedIndex, item: _Item, *, user: User) -> int:
     """Apply a later observation to an existing household; returns its new version number."""
     values = _household_values(index, item, user=user)
-    values["issues"] = _dumps(values["issues"].adapted)
+    values["issues"] = _dumps(values["issues"].value)
     sets = ", ".join(f"{name} = :{name}" for name in _HOUSEHOLD_FIELDS)
     version = session.execute(
         text(
@@ -532,44 +601,25 @@ def _update_household(session: Session, index: CachedIndex, item: _Item, *, user
 
 
 def _write_versions(session: Session, versions: list[tuple[_Item, int]], *, user: User) -> None:
+    """One immutable version row per change: the per-household audit trail (who, when, what)."""
     if not versions:
         return
     rows = [
-        (
-            i.household_id,
-            v,
-            i.submission_id,
-            user.id,
-            "submission",
-            Json(_snapshot(i), dumps=_dumps),
-        )
+        (i.household_id, v, i.submission_id, user.id, "submission", JsonValue(_snapshot(i)))
         for i, v in versions
     ]
-    execute_values(
-        _cursor(session),
-        "INSERT INTO household_versions (household_id, version, submission_id, actor_user_id, "
-        "reason, data) VALUES %s",
-        rows,
-        page_size=len(rows),
-    )
-    events = [
-        (
-            user.id,
-            user.name,
-            "households.create" if v == 1 else "households.update",
-            "household",
-            str(i.household_id),
-            Json({"status": i.status, "version": v, "submission": str(i.parsed.id)}, dumps=_dumps),
-        )
-        for i, v in versions
-    ]
-    execute_values(
-        _cursor(session),
-        "INSERT INTO audit_events (actor_user_id, actor_name, action, entity, entity_id, after) "
-        "VALUES %s",
-        events,
-        page_size=len(events),
-    )
+    columns = ("household_id", "version", "submission_id", "actor_user_id", "reason", "data")
+    copy_rows(_cursor(session), "household_versions", columns, rows)
+    for item, version in versions:
+        if version > 1:
+            audit.record(
+                session,
+                actor=user,
+                action="households.update",
+                entity="household",
+                entity_id=item.household_id,
+                after={"version": version, "submission": str(item.parsed.id)},
+            )
 
 
 def _snapshot(item: _Item) -> dict[str, Any]:
