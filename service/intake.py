@@ -224,7 +224,7 @@ def _process(
             )
     for item, original in repeats:
         item.result = _repeat_result(item, original)
-    _audit_batch(session, items, batch_id=batch_id, user=user)
+    _audit_batch(session, items, done, batch_id=batch_id, user=user)
 
 
 def _split_repeats(items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, _Item]]]:
@@ -703,17 +703,28 @@ def _repeat_result(item: _Item, original: _Item) -> dict[str, Any]:
     return _conflict(item, original.raw, household_id=household_id)
 
 
-def _audit_batch(session: Session, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> None:
+def _audit_batch(
+    session: Session, items: list[_Item], done: list[_Item], *, batch_id: uuid.UUID, user: User
+) -> None:
+    """One audit event per batch: who, when, the outcome counts and every household it made."""
     counts: dict[str, int] = {}
     for item in items:
         status = (item.result or {}).get("status", "error")
         counts[status] = counts.get(status, 0) + 1
-    session.execute(
-        text(
-            "INSERT INTO audit_events (actor_user_id, actor_name, action, entity, entity_id, after)"
-            " VALUES (:uid, :name, 'submissions.batch', 'intake_batch', :bid, :after)"
-        ),
-        {"uid": user.id, "name": user.name, "bid": str(batch_id), "after": _dumps(counts)},
+    live = [i for i in done if i.status != "rejected"]
+    after = {
+        "counts": counts,
+        "created": [i.household_id for i in live if i.parsed.household_ref is None],
+        "updated": [i.household_id for i in live if i.parsed.household_ref is not None],
+        "submissions": [i.submission_id for i in done],
+    }
+    audit.record(
+        session,
+        actor=user,
+        action="submissions.batch",
+        entity="intake_batch",
+        entity_id=batch_id,
+        after=after,
     )
 
 

@@ -558,3 +558,16 @@ def test_nul_characters_reject_the_item_but_it_is_still_logged(
     assert {"field": "household.head_name"} in [i["detail"] for i in result["issues"]]
     assert count_rows(db, Submission) == 1 and count_rows(db, Household) == 0
     assert b"\\u0000" in db.query(IntakeBatch).one().body  # the original, verbatim
+
+
+def test_every_batch_is_audited_with_the_households_it_made(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    from service.models import AuditEvent
+
+    results = post(client, surveyor, [item(), item(hamlet_code=_DROP)]).json()["results"]
+    event = db.query(AuditEvent).filter(AuditEvent.action == "submissions.batch").one()
+    assert event.actor_name == "An" and event.after is not None
+    assert event.after["counts"] == {"accepted": 1, "rejected": 1}
+    assert event.after["created"] == [results[0]["household_id"]]
+    assert len(event.after["submissions"]) == 2
