@@ -22,6 +22,12 @@ class JsonValue:
         self.value = value
 
 
+class JsonText(str):
+    """JSON already serialised (for json/jsonb columns)."""
+
+    __slots__ = ()
+
+
 def _escape(text: str) -> str:
     # Most values need no escaping: test first, translate only when needed (translate is slow).
     if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
@@ -32,6 +38,9 @@ def _escape(text: str) -> str:
 def _field(value: Any) -> str:
     if value is None:
         return "\\N"
+    if isinstance(value, JsonText):
+        # JSON text holds no raw control characters; only backslashes need doubling.
+        return value.replace("\\", "\\\\")
     if isinstance(value, str):
         return _escape(value)
     if isinstance(value, bool):

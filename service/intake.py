@@ -39,10 +39,9 @@ from geo.validation import (
     canonical_json,
     parse_item,
     payload_diff,
-    payload_sha256,
 )
 from service import audit
-from service.bulk import JsonValue, copy_rows
+from service.bulk import JsonText, JsonValue, copy_rows
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
 from service.models import User
@@ -75,6 +74,7 @@ class _Item:
     result: dict[str, Any] | None = None
     stored: Any = None  # the payload as logged, when it differs from ``raw``
     change_seq: int | None = None
+    payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
 
 
 def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
@@ -150,8 +150,10 @@ def _fail(database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
     parsed = parse_item(raw, now=now, limits=limits)
-    item = _Item(index=index, raw=raw, sha256=payload_sha256(raw), parsed=parsed)
-    stored = _storable(raw)
+    canonical = canonical_json(raw)
+    item = _Item(index=index, raw=raw, sha256=hashlib.sha256(canonical).hexdigest(), parsed=parsed)
+    item.payload_json = canonical.decode()
+    stored = _storable(raw, canonical)
     if stored is not raw:
         # jsonb cannot hold U+0000: keep a marked copy in the log (the body has the original)
         # and reject the item, naming the fields that carried it.
@@ -159,12 +161,12 @@ def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
         nul = [make_issue("item_invalid", {"field": f}) for f in fields]
         item.parsed = replace(parsed, issues=[*parsed.issues, *nul], household=None)
         item.stored = stored
+        item.payload_json = orjson.dumps(stored).decode()
     return item
 
 
-def _storable(raw: Any) -> Any:
+def _storable(raw: Any, text_: bytes) -> Any:
     """``raw`` itself, or a copy with NUL characters replaced when it contains any."""
-    text_ = canonical_json(raw)
     if b"\\u0000" not in text_:
         return raw
     return orjson.loads(text_.replace(b"\\u0000", b"\\ufffd"))
@@ -440,14 +442,13 @@ def _claim(
     rows = []
     for item in items:
         v = _submission_values(item)
-        payload = item.raw if item.stored is None else item.stored
         rows.append(
             (
                 item.submission_id,
                 item.parsed.id,
                 batch_id,
                 item.index,
-                JsonValue(payload),
+                JsonText(item.payload_json),
                 item.sha256,
                 user.id,
                 user.team_id,
