@@ -172,9 +172,10 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
-def list_users(session: Session) -> list[User]:
-    """Every user, oldest first."""
-    return list(session.scalars(select(User).order_by(User.id)))
+def list_users(session: Session, *, after_id: int = 0, limit: int | None = None) -> list[User]:
+    """Users with an id above ``after_id``, oldest first."""
+    query = select(User).where(User.id > after_id).order_by(User.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def user_out(session: Session, user: User) -> dict[str, Any]:

@@ -10,6 +10,14 @@ from sqlalchemy import select
 from service import accounts
 from service.deps import AdminUser, AnyUser, SessionDep
 from service.models import Team
+from service.paging import (
+    Cursor,
+    Limit,
+    cursor_int,
+    cursor_str,
+    decode_cursor,
+    encode_cursor,
+)
 from service.schemas import MeOut, Page, TeamIn, TeamOut, TeamUnitsIn, UserCreated, UserIn, UserOut
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -24,10 +32,16 @@ def create_team(body: TeamIn, session: SessionDep, user: AdminUser) -> dict[str,
 
 
 @router.get("/teams", response_model=Page[TeamOut], summary="List teams")
-def list_teams(session: SessionDep, user: AdminUser) -> dict[str, Any]:
-    """Every team with its area."""
-    teams = session.scalars(select(Team).order_by(Team.name))
-    return {"items": [accounts.team_out(session, t) for t in teams], "next_cursor": None}
+def list_teams(
+    session: SessionDep, user: AdminUser, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """Teams with their areas, by name."""
+    query = select(Team).order_by(Team.name).limit(limit)
+    if (position := decode_cursor(cursor)) is not None:
+        query = query.where(Team.name > cursor_str(position, "name"))
+    teams = session.scalars(query).all()
+    next_cursor = encode_cursor({"name": teams[-1].name}) if len(teams) == limit else None
+    return {"items": [accounts.team_out(session, t) for t in teams], "next_cursor": next_cursor}
 
 
 @router.post("/teams/{name}/units", response_model=TeamOut, summary="Add units to a team")
@@ -51,10 +65,15 @@ def create_user(body: UserIn, session: SessionDep, user: AdminUser) -> dict[str,
 
 
 @router.get("/users", response_model=Page[UserOut], summary="List users")
-def list_users(session: SessionDep, user: AdminUser) -> dict[str, Any]:
-    """Every user, without secrets."""
-    items = [accounts.user_out(session, u) for u in accounts.list_users(session)]
-    return {"items": items, "next_cursor": None}
+def list_users(
+    session: SessionDep, user: AdminUser, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """Users by id, without secrets."""
+    position = decode_cursor(cursor)
+    after = cursor_int(position, "id") if position is not None else 0
+    users = accounts.list_users(session, after_id=after, limit=limit)
+    next_cursor = encode_cursor({"id": users[-1].id}) if len(users) == limit else None
+    return {"items": [accounts.user_out(session, u) for u in users], "next_cursor": next_cursor}
 
 
 @router.delete("/users/{user_id}/token", response_model=UserOut, summary="Revoke a token")

@@ -191,3 +191,22 @@ def test_an_admin_can_issue_a_new_token(
     new = response.json()["token"]
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {old}"}).status_code == 401
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+
+
+def test_teams_and_users_are_listed_page_by_page(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    for i in range(5):
+        client.post("/api/v1/teams", json={"name": f"Tổ {i}"}, headers=admin_headers)
+        client.post(
+            "/api/v1/users", json={"name": f"U{i}", "role": "postal"}, headers=admin_headers
+        )
+    for path, total in (("/api/v1/teams", 5), ("/api/v1/users", 6)):
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = client.get(path, params=params, headers=admin_headers).json()
+            seen += [item["id"] for item in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert len(seen) == len(set(seen)) == total
