@@ -54,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--single-clients", type=int, default=20)
     parser.add_argument("--single-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--single-think-s",
+        type=float,
+        default=0.25,
+        help="pause between a client's single-item submissions (0: back to back, saturation)",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--database-url", default=os.environ.get("DIACHISO_DATABASE_URL"))
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
@@ -251,8 +257,10 @@ def tenth_rates(run: dict[str, Any], sizes: list[int]) -> tuple[float, float]:
     return sum(sizes[i] for i in first) / t_first, sum(sizes[i] for i in last) / t_last
 
 
-def single_phase(base: str, tokens: list[str], items: list[dict[str, Any]], seconds: float) -> dict:
-    """Many clients sending one-item batches back to back for ``seconds``."""
+def single_phase(
+    base: str, tokens: list[str], items: list[dict[str, Any]], *, seconds: float, think_s: float
+) -> dict:
+    """Many clients sending one-item batches, ``think_s`` apart, for ``seconds``."""
     lock, latencies, errors = threading.Lock(), [], [0]
     stop_at = time.monotonic() + seconds
     pool = iter(items)
@@ -271,6 +279,7 @@ def single_phase(base: str, tokens: list[str], items: list[dict[str, Any]], seco
                 with lock:
                     latencies.append(time.perf_counter() - start)
                     errors[0] += response.status_code != 200
+                time.sleep(think_s)
 
     threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
     for thread in threads:
@@ -279,6 +288,9 @@ def single_phase(base: str, tokens: list[str], items: list[dict[str, Any]], seco
         thread.join()
     return {
         "requests": len(latencies),
+        "per_s": round(len(latencies) / seconds),
+        "clients": len(tokens),
+        "think_s": think_s,
         "errors": errors[0],
         "p50_ms": pct(latencies, 0.5),
         "p95_ms": pct(latencies, 0.95),
@@ -345,7 +357,13 @@ def main() -> None:
             run = post_all(base, bodies, tokens[: args.clients])
             elapsed = max(run["finished"].values()) - run["started"]
             print("single-item phase ...", flush=True)
-            single = single_phase(base, tokens[args.clients :], singles, args.single_seconds)
+            single = single_phase(
+                base,
+                tokens[args.clients :],
+                singles,
+                seconds=args.single_seconds,
+                think_s=args.single_think_s,
+            )
             sampler.stop.set()
         copy_s = copy_baseline(url, items)
     first, last = tenth_rates(run, sizes)
@@ -384,7 +402,8 @@ intake: {s["households"]:,} households, {s["workers"]} workers, {s["clients"]} c
   first / last 10%    {s["first_10pct_per_s"]:,} / {s["last_10pct_per_s"]:,} households/s \
 ({s["last_vs_first_pct"]:+}%)
   outcomes            {s["statuses"]}  http errors: {s["http_errors"]}
-  single item         {single["requests"]} requests, p50 {single["p50_ms"]:.0f} ms, \
+  single item         {single["clients"]} clients, {single["think_s"]} s apart: \
+{single["requests"]} requests ({single["per_s"]}/s), p50 {single["p50_ms"]:.0f} ms, \
 p95 {single["p95_ms"]:.0f} ms, p99 {single["p99_ms"]:.0f} ms, errors {single["errors"]}
   server peak RSS     {s["server_peak_rss_mb"]} MB
 raw COPY of the same rows: {s["copy_rows_per_s"]:,} rows/s ({s["copy_seconds"]} s)

@@ -18,7 +18,7 @@ from typing import Any
 import shapely
 from geoalchemy2.shape import from_shape
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,6 +93,9 @@ def import_units(
         report = _import_targets(session, request, layer)
     else:
         report = _import_layer(session, request, layer, limits)
+    # Fresh statistics: a first import turns a near-empty table into thousands of rows, and
+    # stale estimates make the planner pick nested loops over every unit (seen: 16 ms → 0.3 ms).
+    session.execute(text("ANALYZE admin_units"))
     digest = hashlib.sha256(request.data).hexdigest()
     after = {"filename": request.filename, "sha256": digest, **_summary(report)}
     audit.record(session, actor=actor, action="units.import", entity="admin_unit", after=after)

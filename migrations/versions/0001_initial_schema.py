@@ -56,6 +56,8 @@ CREATE TRIGGER admin_units_rev_bump AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     FOR EACH STATEMENT EXECUTE FUNCTION admin_units_bump_rev();
 CREATE INDEX admin_units_current_idx ON admin_units (level, parent_code) WHERE valid_to IS NULL;
 CREATE INDEX admin_units_parent_idx ON admin_units (parent_code);
+-- Lookups by code (team areas, units API); the exclusion constraint's GiST index is slow here.
+CREATE INDEX admin_units_code_idx ON admin_units (code, valid_from);
 CREATE INDEX admin_units_geom_idx ON admin_units USING gist (geom);
 
 CREATE TABLE teams (
