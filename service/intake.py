@@ -362,35 +362,29 @@ def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
     return hamlets, communes
 
 
+_SUBMISSION_ID = "pg_get_serial_sequence('submissions', 'id')"
+_HOUSEHOLD_ID = "pg_get_serial_sequence('households', 'id')"
+_CHANGE_SEQ = "'household_change_seq'"
+
+
+def _draw(session: Session, n: int, *sequences: str) -> list[Any]:
+    """``n`` values of each sequence in one round trip, one row per value."""
+    columns = ", ".join(f"nextval({sequence})" for sequence in sequences)
+    query = text(f"SELECT {columns} FROM generate_series(1, :n)")
+    return list(session.execute(query, {"n": n}).all()) if n else []
+
+
 def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> None:
     """Draw submission and household ids up front, so a batch is written with COPY."""
-    if fresh:
-        ids = session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('submissions', 'id')) "
-                "FROM generate_series(1, :n)"
-            ),
-            {"n": len(fresh)},
-        ).scalars()
-        for item, submission_id in zip(fresh, ids, strict=True):
-            item.submission_id = submission_id
-    _reserve_household_ids(session, items)
-
-
-def _reserve_household_ids(session: Session, items: list[_Item]) -> None:
-    for item in items:
-        if item.status != "rejected" and item.parsed.household_ref is not None:
-            item.household_id = item.parsed.household_ref
-    need = [i for i in items if i.status != "rejected" and i.parsed.household_ref is None]
-    if not need:
-        return
-    rows = session.execute(
-        text(
-            "SELECT nextval(pg_get_serial_sequence('households', 'id')), "
-            "nextval('household_change_seq') FROM generate_series(1, :n)"
-        ),
-        {"n": len(need)},
-    ).all()
+    for item, (submission_id,) in zip(
+        fresh, _draw(session, len(fresh), _SUBMISSION_ID), strict=True
+    ):
+        item.submission_id = submission_id
+    live = [i for i in items if i.status != "rejected"]
+    for item in live:
+        item.household_id = item.parsed.household_ref
+    need = [i for i in live if i.parsed.household_ref is None]
+    rows = _draw(session, len(need), _HOUSEHOLD_ID, _CHANGE_SEQ)
     for item, (household_id, change_seq) in zip(need, rows, strict=True):
         item.household_id, item.change_seq = household_id, change_seq
 
