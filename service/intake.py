@@ -533,22 +533,21 @@ def _write_households(
 ) -> None:
     """Create (or, for a household reference, update) the households of accepted/flagged items."""
     live = [i for i in items if i.status != "rejected"]
+    values = {i.index: _household_values(index, i, user=user) for i in live}
     new = [i for i in live if i.parsed.household_ref is None]
     updates = [i for i in live if i.parsed.household_ref is not None]
     if new:
         rows = []
         for item in new:
-            values = _household_values(index, item, user=user)
             # EWKT with repr() floats: exact, and cheaper to build than EWKB.
             geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
-            rows.append(
-                (item.household_id, *(values[f] for f in _HOUSEHOLD_FIELDS), geom, item.change_seq)
-            )
+            fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
+            rows.append((item.household_id, *fields, geom, item.change_seq))
         columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq")
         copy_rows(_cursor(session), "households", columns, rows)
     versions = [(i, 1) for i in new]
-    versions += [(i, _update_household(session, index, i, user=user)) for i in updates]
-    _write_versions(session, versions, user=user)
+    versions += [(i, _update_household(session, i, values[i.index])) for i in updates]
+    _write_versions(session, versions, values, user=user)
 
 
 def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[str, Any]:
@@ -579,10 +578,9 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
     }
 
 
-def _update_household(session: Session, index: CachedIndex, item: _Item, *, user: User) -> int:
+def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> int:
     """Apply a later observation to an existing household; returns its new version number."""
-    values = _household_values(index, item, user=user)
-    values["issues"] = _dumps(values["issues"].value)
+    values = {**values, "issues": _dumps(values["issues"].value)}
     sets = ", ".join(f"{name} = :{name}" for name in _HOUSEHOLD_FIELDS)
     version = session.execute(
         text(
@@ -595,12 +593,25 @@ def _update_household(session: Session, index: CachedIndex, item: _Item, *, user
     return int(version)
 
 
-def _write_versions(session: Session, versions: list[tuple[_Item, int]], *, user: User) -> None:
+def _write_versions(
+    session: Session,
+    versions: list[tuple[_Item, int]],
+    values: dict[int, dict[str, Any]],
+    *,
+    user: User,
+) -> None:
     """One immutable version row per change: the per-household audit trail (who, when, what)."""
     if not versions:
         return
     rows = [
-        (i.household_id, v, i.submission_id, user.id, "submission", JsonValue(_snapshot(i)))
+        (
+            i.household_id,
+            v,
+            i.submission_id,
+            user.id,
+            "submission",
+            JsonValue(_snapshot(i, values[i.index])),
+        )
         for i, v in versions
     ]
     columns = ("household_id", "version", "submission_id", "actor_user_id", "reason", "data")
@@ -617,27 +628,31 @@ def _write_versions(session: Session, versions: list[tuple[_Item, int]], *, user
             )
 
 
-def _snapshot(item: _Item) -> dict[str, Any]:
+_SNAPSHOT_FIELDS = (
+    "status",
+    "commune_code",
+    "hamlet_code",
+    "accuracy_m",
+    "mock_location",
+    "head_name",
+    "house_number",
+    "street",
+    "phone",
+    "phone_raw",
+    "kind",
+    "members",
+    "note",
+)
+
+
+def _snapshot(item: _Item, values: dict[str, Any]) -> dict[str, Any]:
     """The household as this observation leaves it (stored in household_versions)."""
-    p, h, placement = item.parsed, item.parsed.household, item.placement
-    assert h is not None and placement is not None and placement.commune is not None
+    p = item.parsed
     return {
-        "status": item.status,
-        "commune_code": placement.commune.code,
-        "hamlet_code": placement.hamlet.code if placement.hamlet else p.hamlet_code,
+        **{name: values[name] for name in _SNAPSHOT_FIELDS},
         "lon": p.lon,
         "lat": p.lat,
-        "accuracy_m": p.accuracy_m,
-        "mock": p.mock,
         "captured_at": p.captured_at.isoformat() if p.captured_at else None,
-        "head_name": h.head_name,
-        "house_number": h.house_number,
-        "street": h.street,
-        "phone": h.phone,
-        "phone_raw": h.phone_raw,
-        "kind": h.kind,
-        "members": h.members,
-        "note": h.note,
         "issues": [i.code for i in item.issues],
     }
 
