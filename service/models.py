@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -127,7 +128,7 @@ class Submission(Base):
     client_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), unique=True)
     batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("intake_batches.id"))
     item_index: Mapped[int] = mapped_column(Integer)
-    payload: Mapped[Any] = mapped_column(JSONB)
+    payload: Mapped[Any] = mapped_column(JSON)
     payload_sha256: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))

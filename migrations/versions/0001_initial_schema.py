@@ -144,7 +144,8 @@ CREATE TABLE submissions (
     client_id uuid UNIQUE,
     batch_id uuid NOT NULL REFERENCES intake_batches (id),
     item_index integer NOT NULL,
-    payload jsonb NOT NULL,
+    -- json, not jsonb: the log keeps text as written and skips jsonb's decomposition on insert.
+    payload json NOT NULL,
     payload_sha256 varchar(64) NOT NULL,
     user_id bigint REFERENCES users (id),
     team_id bigint REFERENCES teams (id),
