@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.logs import request_id
 from service.models import AuditEvent, User
 
 
@@ -29,5 +30,6 @@ def record(
             entity_id=None if entity_id is None else str(entity_id),
             before=before,
             after=after,
+            request_id=request_id.get(),
         )
     )

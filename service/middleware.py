@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
+from service.logs import request_id as current_request_id
 
 log = logging.getLogger("diachiso.request")
 
@@ -94,6 +95,7 @@ class RequestLogMiddleware:
             return
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)
         status = 500
         start = time.perf_counter()
 
@@ -115,6 +117,7 @@ class RequestLogMiddleware:
                 "duration_ms": round((time.perf_counter() - start) * 1000, 2),
             }
             log.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
+            current_request_id.reset(token)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

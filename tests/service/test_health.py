@@ -116,3 +116,20 @@ def test_api_docs_are_served_without_a_cdn(client: TestClient) -> None:
     assert "cdn" not in page.text.lower() and "https://" not in page.text
     assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
     assert client.get("/openapi.json").json()["components"]["schemas"]["BatchIn"]
+
+
+def test_request_ids_reach_the_response_and_the_audit_trail(
+    client: TestClient, admin_headers: dict, db_url: URL
+) -> None:
+    headers = {**admin_headers, "X-Request-ID": "req-42"}
+    response = client.post("/api/v1/teams", json={"name": "Tổ R"}, headers=headers)
+    assert response.headers["x-request-id"] == "req-42"
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        rid = conn.execute(
+            text("SELECT request_id FROM audit_events WHERE action = 'teams.create'")
+        ).scalar_one()
+    engine.dispose()
+    assert rid == "req-42"
