@@ -164,7 +164,6 @@ CREATE TABLE submissions (
 );
 CREATE INDEX submissions_team_idx ON submissions (team_id, id);
 -- Few indexes on the log: every one costs on each intake row. Listings page by id and filter.
-CREATE INDEX submissions_household_idx ON submissions (household_id);
 
 CREATE TABLE household_versions (
     household_id bigint NOT NULL REFERENCES households (id),
