@@ -1,28 +1,25 @@
 """Intake benchmark (issue 3): households/s through the real HTTP server vs a raw COPY.
 
-Generates a province-sized workload with geo.demo, loads the units into a fresh database
-(a private cluster with production durability, or --database-url), starts
-``diachiso serve --workers W`` and posts batches of 1,000 from concurrent clients; then
-single-item submissions from many clients; then COPYs the same household rows into a table
-of the same shape. Prints throughput, latencies, server peak RSS and ratios. Loopback only.
+Generates a province-sized workload with ``geo.demo``, loads its units into a fresh database
+(a private cluster with production durability, or a new database on --database-url), starts
+``diachiso serve --workers W`` and posts batches of 1,000 from concurrent clients; then sends
+one-item batches back to back from many clients; then COPYs the same household rows into a
+table shaped like ``households``. Prints throughput, latencies, server peak RSS and the ratio
+against the COPY measured in the same run. Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import io
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,387 +27,536 @@ from typing import Any
 import httpx2 as httpx
 import orjson
 import psycopg2
-from sqlalchemy import make_url
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from geo.demo import generate_households, generate_province  # noqa: E402
-from service import accounts, migrate  # noqa: E402
-from service.db import open_database  # noqa: E402
-from service.demo import _requests  # noqa: E402
-from service.embedded import EmbeddedCluster  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.unit_import import ImportLimits, import_units  # noqa: E402
+from benchlib import (
+    HOUSEHOLD_COPY_COLUMNS,
+    BenchDatabase,
+    RssSampler,
+    Server,
+    bench_database,
+    bench_province,
+    cpu_seconds,
+    exit_on_sigterm,
+    household_copy_text,
+    household_items,
+    libpq_url,
+    load_province,
+    percentile_ms,
+    print_table,
+    process_role,
+    process_tree,
+    serve,
+    write_json,
+)
 
 BATCH = 1000
+PATH = "/api/v1/submissions"
+EMPTY_BATCH = b'{"submissions": []}'
+#: Targets of issue 3.
+TARGET_PER_S = 10_000
+TARGET_SINGLE_P95_MS = 50.0
+TARGET_DROP_PCT = 20.0
 
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=450_000, help="households to submit")
     parser.add_argument("--clients", type=int, default=4, help="concurrent batch clients")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--single-clients", type=int, default=20)
     parser.add_argument("--single-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--single-think-s",
-        type=float,
-        default=0.25,
-        help="pause between a client's single-item submissions (0: back to back, saturation)",
+        "--single-think-s", type=float, default=0.0, help="pause between one client's requests"
     )
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--database-url", default=os.environ.get("DIACHISO_DATABASE_URL"))
+    parser.add_argument("--seed", type=int, default=2026, help="workload generator seed")
+    parser.add_argument(
+        "--max-seconds", type=float, default=1800.0, help="stop posting batches after this"
+    )
+    parser.add_argument("--request-timeout-s", type=float, default=120.0)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DIACHISO_DATABASE_URL"),
+        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
+    )
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.n < 1 or args.clients < 1 or args.single_clients < 0:
+        parser.error("--n and --clients must be positive, --single-clients not negative")
+    return args
 
 
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """A fresh database URL: a private cluster in /tmp, or a new database on ``url``."""
-    if url:
-        name = f"diachiso_bench_{os.getpid()}"
-        admin = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
-        admin.autocommit = True
-        admin.cursor().execute(f"CREATE DATABASE {name}")
-        try:
-            yield make_url(url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.close()
-        return
-    root = Path(tempfile.mkdtemp(prefix="diachiso-bench-"))
-    os.chmod(root, 0o755)
-    cluster = EmbeddedCluster(root)
-    cluster.start()
-    try:
-        yield cluster.url()
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+# --- workload -----------------------------------------------------------------------------
 
 
-def workload(n: int, *, seed: int) -> tuple[Any, list[dict[str, Any]]]:
-    """A province of ~3,000 hamlets and ``n`` household submissions captured recently."""
-    province = generate_province(
-        seed=seed, n_districts=10, communes_per_district=15, hamlets_per_commune=20
-    )
-    now = datetime.now(UTC) - timedelta(minutes=10)
-    items = generate_households(province, seed=seed, fraction=1.0, now=now)
-    while len(items) < n:  # top up with fresh ids at the same places
-        items += [dict(x, id=str(uuid.uuid4())) for x in items[: n - len(items)]]
-    return province, items[:n]
+@dataclass
+class Workload:
+    """Pre-serialised request bodies and the COPY text of the same households."""
+
+    province_code: str
+    bodies: list[bytes]
+    sizes: list[int]
+    single_bodies: list[bytes]
+    copy_text: str
 
 
-def load_units(url: str, province: Any, *, users: int) -> list[str]:
-    """Migrate, import the province, one team over every commune, ``users`` surveyor tokens."""
-    db = open_database(Settings(database_url=url, log_level="WARNING"))
-    try:
-        migrate.upgrade(db.engine)
-        with db.sessions() as session:
-            for request in _requests(province):
-                import_units(session, request, actor=None, limits=ImportLimits(10**9, 1e9))
-            communes = [c.code for c in province.communes]
-            accounts.create_team(session, "Bench", communes, actor=None)
-            tokens = [
-                accounts.create_user(
-                    session, name=f"bench {i}", role="surveyor", team="Bench", actor=None
-                )[1]
-                for i in range(users)
-            ]
-            session.commit()
-        return tokens
-    finally:
-        db.close()
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def server(url: str, *, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``diachiso serve`` on a loopback port, production settings; stopped on exit."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DIACHISO_DATABASE_URL": url,
-        "DIACHISO_ENVIRONMENT": "production",
-        "DIACHISO_LOG_LEVEL": "WARNING",
-        "DIACHISO_PORT": str(port),
-    }
-    cmd = [str(ROOT / ".venv/bin/diachiso"), "serve", "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("server did not become ready in 60 s")
-        yield base, proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class RssSampler(threading.Thread):
-    """Peak resident memory of a process and its children, sampled every 0.2 s."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak_kb, self.stop = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.2):
-            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in _tree(self.pid)))
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return pids
-    for child in children:
-        pids += _tree(int(child))
-    return pids
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def post_all(base: str, bodies: list[bytes], tokens: list[str]) -> dict[str, Any]:
-    """Post the bodies from one thread per token; latencies, finish times and statuses."""
-    lock, queue = threading.Lock(), list(enumerate(bodies))
-    latencies: dict[int, float] = {}
-    finished: dict[int, float] = {}
-    statuses: dict[str, int] = {}
-    errors: list[str] = []
-
-    def client(token: str) -> None:
-        headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
-        with httpx.Client(base_url=base, timeout=120) as http:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    index, body = queue.pop(0)
-                start = time.perf_counter()
-                response = http.post("/api/v1/submissions", content=body, headers=headers)
-                end = time.perf_counter()
-                with lock:
-                    latencies[index], finished[index] = end - start, end
-                    if response.status_code != 200:
-                        errors.append(f"{response.status_code} {response.text[:200]}")
-                        continue
-                    for status, count in orjson.loads(response.content)["counts"].items():
-                        statuses[status] = statuses.get(status, 0) + count
-
+def build_workload(args: argparse.Namespace) -> tuple[Any, Workload]:
+    """The province and every body, serialised before the clock starts."""
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {
-        "started": started,
-        "latencies": latencies,
-        "finished": finished,
-        "statuses": statuses,
-        "errors": errors,
-    }
+    province = bench_province(seed=args.seed, min_households=args.n)
+    # Captured a little before now: nothing is captured_in_future, nothing too old.
+    now = datetime.now(UTC) - timedelta(minutes=2)
+    items = household_items(province, n=args.n, seed=args.seed, now=now)
+    bodies = [
+        orjson.dumps({"submissions": items[i : i + BATCH]}) for i in range(0, len(items), BATCH)
+    ]
+    sizes = [min(BATCH, len(items) - i) for i in range(0, len(items), BATCH)]
+    copy_text = household_copy_text(items, province_code=province.province.code)
+    del items
+    n_single = int(args.single_seconds * 1500) + 1000 if args.single_clients else 0
+    singles = household_items(province, n=n_single, seed=args.seed + 1, now=now) if n_single else []
+    single_bodies = [orjson.dumps({"submissions": [item]}) for item in singles]
+    del singles
+    # Millions of long-lived objects: keep the collector from walking them during the phases.
+    gc.collect()
+    gc.freeze()
+    print(
+        f"workload: {args.n:,} households in {len(bodies)} batches, "
+        f"{len(province.hamlets):,} hamlets ({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    return province, Workload(province.province.code, bodies, sizes, single_bodies, copy_text)
 
 
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values``, in milliseconds."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+# --- HTTP clients -------------------------------------------------------------------------
 
 
-def tenth_rates(run: dict[str, Any], sizes: list[int]) -> tuple[float, float]:
-    """Households/s over the first and the last 10% of batches (by completion order)."""
-    order = sorted(run["finished"], key=run["finished"].get)
-    k = max(1, len(order) // 10)
-    first, last = order[:k], order[-k:]
-    t_first = run["finished"][first[-1]] - run["started"]
-    t_last = run["finished"][last[-1]] - run["finished"][order[-k - 1]] if len(order) > k else 1
-    return sum(sizes[i] for i in first) / t_first, sum(sizes[i] for i in last) / t_last
+@dataclass(slots=True)
+class Posted:
+    """One request: its index, clock readings, HTTP status (0: no response) and body."""
+
+    index: int
+    started: float
+    finished: float
+    status_code: int
+    content: bytes
 
 
-def single_phase(
-    base: str, tokens: list[str], items: list[dict[str, Any]], *, seconds: float, think_s: float
-) -> dict:
-    """Many clients sending one-item batches, ``think_s`` apart, for ``seconds``."""
-    lock, latencies, errors = threading.Lock(), [], [0]
-    stop_at = time.monotonic() + seconds
-    pool = iter(items)
+class Jobs:
+    """The bodies, handed out once each to whichever client asks, until a deadline."""
+
+    def __init__(self, bodies: Sequence[bytes], *, deadline: float) -> None:
+        self._items: Iterator[tuple[int, bytes]] = enumerate(bodies)
+        self._lock = threading.Lock()
+        self.deadline = deadline
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next (index, body), or None when all are taken or time is up."""
+        if time.monotonic() >= self.deadline:
+            return None
+        with self._lock:
+            return next(self._items, None)
+
+
+def http_client(base_url: str, token: str, *, timeout_s: float) -> httpx.Client:
+    """A keep-alive client with a surveyor's token; every call is bounded in time."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_s, connect=10.0),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+
+def post(http: httpx.Client, index: int, body: bytes) -> Posted:
+    """POST one batch; transport errors are recorded, not raised."""
+    started = time.perf_counter()
+    try:
+        response = http.post(PATH, content=body)
+        status, content = response.status_code, response.content
+    except httpx.HTTPError as exc:
+        status, content = 0, f"{type(exc).__name__}: {exc}".encode()
+    return Posted(index, started, time.perf_counter(), status, content)
+
+
+@dataclass
+class Crowd:
+    """Client threads that warm up, meet at a barrier, then run; the start time is set there."""
+
+    size: int
+    started: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    barrier: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.size + 1, action=self._mark)
+
+    def _mark(self) -> None:
+        self.started = time.perf_counter()
+
+    def run(self, targets: Sequence[Callable[[], None]], *, timeout_s: float) -> None:
+        """Start one thread per target, release them together, wait for all."""
+        threads = [threading.Thread(target=t, daemon=True) for t in targets]
+        for thread in threads:
+            thread.start()
+        try:
+            self.barrier.wait(timeout=timeout_s)
+        except threading.BrokenBarrierError:
+            raise RuntimeError(f"clients failed to warm up: {self.errors[:3]}") from None
+        for thread in threads:
+            thread.join()
+
+    def ready(self, warm_up: Callable[[], httpx.Response]) -> None:
+        """In a client thread: warm up, then wait for the others (abort all on failure)."""
+        try:
+            response = warm_up()
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self.barrier.abort()
+            raise
+        self.barrier.wait()
+
+
+# --- bulk phase ---------------------------------------------------------------------------
+
+
+@dataclass
+class BulkRun:
+    """What the bulk phase measured."""
+
+    started: float
+    posted: list[Posted]
+    cpu_s: dict[str, float]
+
+
+def bulk_phase(
+    server: Server, db: BenchDatabase, bodies: list[bytes], tokens: list[str], *, args: Any
+) -> BulkRun:
+    """Post every batch from one keep-alive client per token; CPU used by each side."""
+    jobs = Jobs(bodies, deadline=time.monotonic() + args.max_seconds)
+    crowd, posted = Crowd(len(tokens)), []
 
     def client(token: str) -> None:
-        headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
-        with httpx.Client(base_url=base, timeout=30) as http:
-            while time.monotonic() < stop_at:
-                with lock:
-                    item = next(pool, None)
-                if item is None:
-                    return
-                body = orjson.dumps({"submissions": [item]})
-                start = time.perf_counter()
-                response = http.post("/api/v1/submissions", content=body, headers=headers)
-                with lock:
-                    latencies.append(time.perf_counter() - start)
-                    errors[0] += response.status_code != 200
-                time.sleep(think_s)
+        with http_client(server.base_url, token, timeout_s=args.request_timeout_s) as http:
+            # An empty batch makes the worker load its unit index before the clock starts.
+            crowd.ready(lambda: http.post(PATH, content=EMPTY_BATCH))
+            while (job := jobs.next()) is not None:
+                posted.append(post(http, *job))
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    before = _cpu(server, db)
+    crowd.run([functools.partial(client, t) for t in tokens], timeout_s=300)
+    after = _cpu(server, db)
+    cpu = {k: round(after[k] - before.get(k, 0.0), 1) for k in after}
+    return BulkRun(crowd.started, posted, cpu)
+
+
+def _cpu(server: Server, db: BenchDatabase) -> dict[str, float]:
+    """CPU seconds so far: the server's processes, PostgreSQL's (private cluster) and ours."""
+    root = server.process.pid
+    result = {
+        f"server {process_role(pid, root=root)} {pid}": s
+        for pid, s in cpu_seconds(process_tree(root)).items()
+    }
+    if db.postmaster_pid is not None:
+        result["postgres"] = sum(cpu_seconds(process_tree(db.postmaster_pid)).values())
+    times = os.times()
+    result["bench client"] = times.user + times.system
+    return result
+
+
+def outcomes(posted: Sequence[Posted], sizes: Sequence[int]) -> dict[str, Any]:
+    """Item statuses and issue codes over the 200 responses; every other response as an error."""
+    statuses: Counter[str] = Counter()
+    issues: Counter[str] = Counter()
+    errors: list[str] = []
+    for p in posted:
+        if p.status_code != 200:
+            errors.append(f"batch {p.index}: HTTP {p.status_code} {p.content[:300]!r}")
+            continue
+        results = orjson.loads(p.content)["results"]
+        if len(results) != sizes[p.index]:
+            errors.append(f"batch {p.index}: {len(results)} results for {sizes[p.index]} items")
+        for result in results:
+            statuses[result["status"]] += 1
+            issues.update(issue["code"] for issue in result["issues"])
+    return {"statuses": dict(statuses), "issues": dict(issues.most_common()), "errors": errors}
+
+
+def bulk_figures(run: BulkRun, sizes: Sequence[int]) -> dict[str, Any]:
+    """Throughput overall and over the first and last 10% of batches, batch latencies."""
+    done = sorted((p for p in run.posted if p.status_code == 200), key=lambda p: p.finished)
+    if not done:
+        return {"households": 0, "households_per_s": 0.0}
+    elapsed = done[-1].finished - run.started
+    households = sum(sizes[p.index] for p in done)
+    k = max(1, len(done) // 10)
+    first_s = done[k - 1].finished - run.started
+    last_s = done[-1].finished - (done[-k - 1].finished if len(done) > k else run.started)
+    first = sum(sizes[p.index] for p in done[:k]) / first_s
+    last = sum(sizes[p.index] for p in done[-k:]) / last_s
+    by_start = sorted(done, key=lambda p: p.started)
+    latencies = [p.finished - p.started for p in done]
     return {
-        "requests": len(latencies),
-        "per_s": round(len(latencies) / seconds),
-        "clients": len(tokens),
-        "think_s": think_s,
-        "errors": errors[0],
-        "p50_ms": pct(latencies, 0.5),
-        "p95_ms": pct(latencies, 0.95),
-        "p99_ms": pct(latencies, 0.99),
+        "households": households,
+        "batches": len(done),
+        "seconds": round(elapsed, 2),
+        "households_per_s": round(households / elapsed),
+        "batch_p50_ms": round(percentile_ms(latencies, 0.50)),
+        "batch_p95_ms": round(percentile_ms(latencies, 0.95)),
+        "batch_max_ms": round(max(latencies) * 1000),
+        "first_10pct_per_s": round(first),
+        "last_10pct_per_s": round(last),
+        "last_vs_first_pct": round((last / first - 1) * 100, 1),
+        "first_10pct_mean_latency_ms": round(_mean_ms(by_start[:k])),
+        "last_10pct_mean_latency_ms": round(_mean_ms(by_start[-k:])),
     }
 
 
-def copy_baseline(url: str, items: list[dict[str, Any]]) -> float:
-    """Seconds to COPY the same household rows into a table shaped like ``households``."""
-    buffer = io.StringIO()
-    for i, item in enumerate(items):
-        loc, h = item["location"], item["household"]
-        geom = f"SRID=4326;POINT({loc['lon']!r} {loc['lat']!r})"
-        fields = [
-            str(i + 1),
-            "accepted",
-            item["hamlet_code"][:5],
-            item["hamlet_code"],
-            geom,
-            str(loc["accuracy_m"]),
-            h["head_name"] or "\\N",
-            h["house_number"] or "\\N",
-            h["street"] or "\\N",
-            (h["phone"] or "\\N").replace(" ", ""),
-            h["kind"],
-            item["captured_at"],
-            str(i + 1),
-        ]
-        buffer.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
-    columns = (
-        "id, status, commune_code, hamlet_code, geom, accuracy_m, head_name, house_number, "
-        "street, phone, kind, captured_at, change_seq"
-    )
-    conn = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+def _mean_ms(posted: Sequence[Posted]) -> float:
+    return sum(p.finished - p.started for p in posted) / len(posted) * 1000
+
+
+def table_counts(url: str) -> dict[str, int]:
+    """Rows in the intake tables (a check that nothing was lost or written twice)."""
+    conn = psycopg2.connect(libpq_url(url), connect_timeout=10)
     try:
-        cur = conn.cursor()
-        cur.execute(
-            "CREATE TABLE bench_copy (LIKE households INCLUDING DEFAULTS INCLUDING INDEXES)"
-        )
-        conn.commit()
-        buffer.seek(0)
-        start = time.perf_counter()
-        cur.copy_expert(f"COPY bench_copy ({columns}) FROM STDIN", buffer)
-        conn.commit()
-        return time.perf_counter() - start
+        with conn.cursor() as cur:
+            counts = {}
+            for table in ("intake_batches", "submissions", "households", "household_versions"):
+                cur.execute(f"SELECT count(*) FROM {table}")
+                counts[table] = int(cur.fetchone()[0])
+            return counts
     finally:
         conn.close()
 
 
-def main() -> None:
-    """Run every phase and print the summary."""
-    args = parse_args()
-    print(f"generating {args.n:,} households ...", flush=True)
-    province, items = workload(args.n, seed=args.seed)
-    _, singles = workload(max(2000, int(args.single_seconds * 400)), seed=args.seed + 1)
-    bodies = [orjson.dumps({"submissions": items[i : i + BATCH]}) for i in range(0, args.n, BATCH)]
-    sizes = [min(BATCH, args.n - i) for i in range(0, args.n, BATCH)]
-    with database(args.database_url) as url:
-        tokens = load_units(url, province, users=args.clients + args.single_clients)
-        with server(url, workers=args.workers) as (base, proc):
-            sampler = RssSampler(proc.pid)
-            sampler.start()
-            print(f"posting {len(bodies)} batches from {args.clients} clients ...", flush=True)
-            run = post_all(base, bodies, tokens[: args.clients])
-            elapsed = max(run["finished"].values()) - run["started"]
-            print("single-item phase ...", flush=True)
-            single = single_phase(
-                base,
-                tokens[args.clients :],
-                singles,
-                seconds=args.single_seconds,
-                think_s=args.single_think_s,
-            )
-            sampler.stop.set()
-        copy_s = copy_baseline(url, items)
-    first, last = tenth_rates(run, sizes)
-    rate, copy_rate = args.n / elapsed, args.n / copy_s
-    summary = {
-        "households": args.n,
-        "workers": args.workers,
-        "clients": args.clients,
-        "seconds": round(elapsed, 2),
-        "households_per_s": round(rate),
-        "batch_p50_ms": round(pct(list(run["latencies"].values()), 0.5)),
-        "batch_p95_ms": round(pct(list(run["latencies"].values()), 0.95)),
-        "first_10pct_per_s": round(first),
-        "last_10pct_per_s": round(last),
-        "last_vs_first_pct": round((last / first - 1) * 100, 1),
-        "statuses": run["statuses"],
-        "http_errors": len(run["errors"]),
-        "single_item": single,
-        "server_peak_rss_mb": round(sampler.peak_kb / 1024),
-        "copy_seconds": round(copy_s, 2),
-        "copy_rows_per_s": round(copy_rate),
-        "ratio_vs_copy": round(rate / copy_rate, 3),
+# --- single-item phase --------------------------------------------------------------------
+
+
+def single_phase(server: Server, bodies: list[bytes], tokens: list[str], *, args: Any) -> dict:
+    """One-item batches back to back from many clients for a fixed time; latency quantiles."""
+    if not tokens or not bodies:
+        return {}
+    jobs = Jobs(bodies, deadline=float("inf"))
+    crowd, posted = Crowd(len(tokens)), []
+
+    def client(token: str) -> None:
+        with http_client(server.base_url, token, timeout_s=30.0) as http:
+            crowd.ready(lambda: http.get("/readyz"))  # opens the keep-alive connection
+            stop_at = crowd.started + args.single_seconds
+            while time.perf_counter() < stop_at and (job := jobs.next()) is not None:
+                posted.append(post(http, *job))
+                if args.single_think_s:
+                    time.sleep(args.single_think_s)
+
+    crowd.run([functools.partial(client, t) for t in tokens], timeout_s=60)
+    return _single_figures(posted, seconds=args.single_seconds, clients=len(tokens))
+
+
+def _single_figures(posted: list[Posted], *, seconds: float, clients: int) -> dict[str, Any]:
+    ok = [p for p in posted if p.status_code == 200]
+    latencies = [p.finished - p.started for p in ok]
+    statuses = Counter(orjson.loads(p.content)["results"][0]["status"] for p in ok)
+    return {
+        "clients": clients,
+        "requests": len(ok),
+        "per_s": round(len(ok) / seconds, 1),
+        "errors": len(posted) - len(ok),
+        "p50_ms": round(percentile_ms(latencies, 0.50), 1),
+        "p95_ms": round(percentile_ms(latencies, 0.95), 1),
+        "p99_ms": round(percentile_ms(latencies, 0.99), 1),
+        "max_ms": round(max(latencies, default=0.0) * 1000, 1),
+        "statuses": dict(statuses),
     }
-    print_summary(summary, run["errors"])
+
+
+# --- raw COPY baseline --------------------------------------------------------------------
+
+
+def copy_baseline(url: str, copy_text: str, *, n: int) -> dict[str, Any]:
+    """Seconds to COPY (text format, one transaction) the rows into a households-shaped table."""
+    conn = psycopg2.connect(libpq_url(url), connect_timeout=10)
+    try:
+        indexes = _create_copy_table(conn)
+        _checkpoint(conn)
+        with conn.cursor() as cur:
+            buffer = io.StringIO(copy_text)
+            started = time.perf_counter()
+            cur.copy_expert(
+                f"COPY bench_copy ({HOUSEHOLD_COPY_COLUMNS}) FROM STDIN", buffer, size=1 << 20
+            )
+            conn.commit()
+            seconds = time.perf_counter() - started
+            cur.execute("SELECT count(*) FROM bench_copy")
+            rows = int(cur.fetchone()[0])
+        if rows != n:
+            raise RuntimeError(f"COPY stored {rows} rows, expected {n}")
+        return {
+            "rows": rows,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds),
+            "indexes": indexes,
+        }
+    finally:
+        conn.close()
+
+
+def _create_copy_table(conn: Any) -> list[str]:
+    """``bench_copy`` LIKE households with its indexes; refuse to go on without the GiST."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE bench_copy (LIKE households INCLUDING DEFAULTS INCLUDING INDEXES)"
+        )
+        cur.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'bench_copy'")
+        indexes = [row[0] for row in cur.fetchall()]
+    conn.commit()
+    if not any("USING gist (geom)" in d for d in indexes):
+        raise RuntimeError(f"bench_copy lacks the GiST index on geom: {indexes}")
+    return indexes
+
+
+def _checkpoint(conn: Any) -> None:
+    """Flush the intake's dirty pages first, so the COPY does not pay for them (if allowed)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        conn.commit()
+    except psycopg2.Error:
+        conn.rollback()
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase, in order, with everything started torn down on the way out."""
+    province, work = build_workload(args)
+    with bench_database(args.database_url) as db:
+        tokens = load_province(db.url, province, surveyors=args.clients + args.single_clients)
+        print(f"database ready: {len(tokens)} surveyors; starting the server", flush=True)
+        with serve(db.url, workers=args.workers) as server, RssSampler(server.process.pid) as rss:
+            print(f"bulk: {len(work.bodies)} batches from {args.clients} clients", flush=True)
+            bulk = bulk_phase(server, db, work.bodies, tokens[: args.clients], args=args)
+            counts = table_counts(db.url)
+            print(
+                f"single items: {args.single_clients} clients, {args.single_seconds:g} s",
+                flush=True,
+            )
+            single = single_phase(server, work.single_bodies, tokens[args.clients :], args=args)
+        print("raw COPY baseline", flush=True)
+        copy = copy_baseline(db.url, work.copy_text, n=args.n)
+    return summarise(args, work, bulk, counts, single, copy, rss)
+
+
+def summarise(
+    args: argparse.Namespace,
+    work: Workload,
+    bulk: BulkRun,
+    counts: dict[str, int],
+    single: dict[str, Any],
+    copy: dict[str, Any],
+    rss: RssSampler,
+) -> dict[str, Any]:
+    """Every figure of the run in one dict (printed, and written as JSON on request)."""
+    figures = bulk_figures(bulk, work.sizes)
+    found = outcomes(bulk.posted, work.sizes)
+    return {
+        "command": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "bulk": {**figures, **{k: found[k] for k in ("statuses", "issues")}},
+        "errors": found["errors"],
+        "complete": figures.get("households") == args.n and not found["errors"],
+        "table_counts_after_bulk": counts,
+        "cpu_seconds_during_bulk": bulk.cpu_s,
+        "single_item": single,
+        "server_peak_rss_mb": round(rss.peak_kb / 1024),
+        "server_rss_mb_at_peak": {k: round(kb / 1024) for k, kb in rss.at_peak_kb.items()},
+        "copy": copy,
+        "ratio_vs_copy": round(figures["households_per_s"] / copy["rows_per_s"], 3),
+    }
+
+
+def report(s: dict[str, Any]) -> None:
+    """The compact summary table, then the outcome breakdown and any errors."""
+    b, one, c = s["bulk"], s["single_item"], s["copy"]
+    cmd = s["command"]
+    print_table(
+        f"intake benchmark: {cmd['n']:,} households, {cmd['workers']} workers, "
+        f"{cmd['clients']} batch clients",
+        [
+            (
+                "households/s (HTTP)",
+                f"{b['households_per_s']:,}",
+                _target(b["households_per_s"] >= TARGET_PER_S, f">= {TARGET_PER_S:,}"),
+            ),
+            ("elapsed", f"{b.get('seconds', 0)} s", ""),
+            (
+                "batch latency p50 / p95",
+                f"{b.get('batch_p50_ms')} / {b.get('batch_p95_ms')} ms",
+                "",
+            ),
+            (
+                "first / last 10% (/s)",
+                f"{b.get('first_10pct_per_s', 0):,} / {b.get('last_10pct_per_s', 0):,}",
+                "",
+            ),
+            (
+                "  change",
+                f"{b.get('last_vs_first_pct', 0):+}%",
+                _target(
+                    b.get("last_vs_first_pct", -100) >= -TARGET_DROP_PCT,
+                    f">= -{TARGET_DROP_PCT:g}%",
+                ),
+            ),
+            *_single_rows(one),
+            ("server peak RSS", f"{s['server_peak_rss_mb']:,} MB", _by_process(s)),
+            ("raw COPY (text, 1 tx)", f"{c['rows_per_s']:,} rows/s", f"({c['seconds']} s)"),
+            ("ratio vs COPY", f"{s['ratio_vs_copy']}", "HTTP intake rate / raw COPY rate"),
+        ],
+    )
+    print(f"\n  outcomes: {b['statuses']}")
+    print(f"  issues:   {b['issues']}")
+    print(f"  tables after bulk: {s['table_counts_after_bulk']}")
+    print(f"  CPU s during bulk: {s['cpu_seconds_during_bulk']}")
+    for error in s["errors"][:10]:
+        print(f"  error: {error}")
+    if not s["complete"]:
+        print("  INCOMPLETE: not every batch was answered with 200 (see errors above)")
+
+
+def _single_rows(one: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if not one:
+        return []
+    return [
+        (
+            "single item p50/p95/p99",
+            f"{one['p50_ms']} / {one['p95_ms']} / {one['p99_ms']} ms",
+            _target(one["p95_ms"] <= TARGET_SINGLE_P95_MS, f"p95 <= {TARGET_SINGLE_P95_MS:g} ms"),
+        ),
+        (
+            "  requests",
+            f"{one['requests']:,} ({one['per_s']}/s)",
+            f"{one['clients']} clients, {one['errors']} errors, {one['statuses']}",
+        ),
+    ]
+
+
+def _by_process(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in s["server_rss_mb_at_peak"].items())
+
+
+def _target(met: bool, text: str) -> str:
+    return f"{'✓' if met else '✗'} target {text}"
+
+
+def main() -> int:
+    """Run the benchmark; exit 1 when a response was not 200."""
+    exit_on_sigterm()
+    args = parse_args()
+    summary = run(args)
+    report(summary)
     if args.json:
-        args.json.write_text(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-
-
-def print_summary(s: dict[str, Any], errors: list[str]) -> None:
-    """The figures, one per line."""
-    single = s["single_item"]
-    print(f"""
-intake: {s["households"]:,} households, {s["workers"]} workers, {s["clients"]} clients
-  throughput          {s["households_per_s"]:>10,} households/s  ({s["seconds"]} s)
-  batch latency       p50 {s["batch_p50_ms"]} ms, p95 {s["batch_p95_ms"]} ms
-  first / last 10%    {s["first_10pct_per_s"]:,} / {s["last_10pct_per_s"]:,} households/s \
-({s["last_vs_first_pct"]:+}%)
-  outcomes            {s["statuses"]}  http errors: {s["http_errors"]}
-  single item         {single["clients"]} clients, {single["think_s"]} s apart: \
-{single["requests"]} requests ({single["per_s"]}/s), p50 {single["p50_ms"]:.0f} ms, \
-p95 {single["p95_ms"]:.0f} ms, p99 {single["p99_ms"]:.0f} ms, errors {single["errors"]}
-  server peak RSS     {s["server_peak_rss_mb"]} MB
-raw COPY of the same rows: {s["copy_rows_per_s"]:,} rows/s ({s["copy_seconds"]} s)
-  ratio vs COPY       {s["ratio_vs_copy"]}""")
-    for error in errors[:5]:
-        print("  error:", error)
+        write_json(args.json, summary)
+    return 0 if summary["complete"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

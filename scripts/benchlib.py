@@ -1,0 +1,422 @@
+"""Helpers shared by the benchmarks in ``scripts/`` (intake now, exports later).
+
+A throwaway database (a private cluster with production durability, or a new database on a
+given server), the generated province and its households, the real server as a subprocess,
+memory and CPU sampling from ``/proc``, percentiles and the summary table. Loopback only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import orjson
+import psycopg2
+import shapely
+from pydantic import SecretStr
+from sqlalchemy import make_url
+
+from geo.demo import DemoProvince, generate_households, generate_province
+from service import accounts, migrate
+from service.db import open_database
+from service.demo import _requests
+from service.embedded import EmbeddedCluster
+from service.routers.units import import_limits
+from service.settings import Settings, sqlalchemy_url
+from service.unit_import import import_units
+
+ROOT = Path(__file__).resolve().parent.parent
+TEAM = "Bench"
+#: Province shape of the benchmarks: 10 × 15 communes × 20 hamlets, ~150 households each.
+PROVINCE_SHAPE = {"n_districts": 10, "communes_per_district": 15, "hamlets_per_commune": 20}
+_TARGET_RANGE = (80, 220)  # geo.demo's default households per hamlet
+
+
+# --- process control ---------------------------------------------------------------------
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so every ``finally`` (server, cluster, temp dir) runs."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- workload -----------------------------------------------------------------------------
+
+
+def bench_province(*, seed: int, min_households: int = 0) -> DemoProvince:
+    """The benchmark province (~3,000 hamlets); targets scaled up when ``min_households`` needs."""
+    scale = 1
+    while True:
+        low, high = _TARGET_RANGE
+        province = generate_province(
+            seed=seed, households_per_hamlet=(low * scale, high * scale), **PROVINCE_SHAPE
+        )
+        if _target_total(province) >= min_households + len(province.hamlets):
+            return province
+        scale *= 2
+
+
+def _target_total(province: DemoProvince) -> int:
+    return sum(h.target or 0 for h in province.hamlets)
+
+
+def household_items(
+    province: DemoProvince, *, n: int, seed: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Exactly ``n`` submission items (oldest first), generated with the smallest fraction."""
+    total = _target_total(province)
+    # Rounding per hamlet loses at most half a household each: ask for that much more.
+    fraction = min(1.0, (n + len(province.hamlets) / 2 + 1) / total)
+    items = generate_households(province, seed=seed, fraction=fraction, now=now)
+    if len(items) < n:
+        raise ValueError(f"the province holds {len(items)} households, fewer than {n}")
+    return items[:n]
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as psycopg2/libpq accepts it."""
+    return make_url(sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(False)
+
+
+@dataclass
+class BenchDatabase:
+    """Where the benchmark's data lives; ``postmaster_pid`` only for the private cluster."""
+
+    url: str
+    postmaster_pid: int | None = None
+
+
+@contextmanager
+def bench_database(server_url: str | None) -> Iterator[BenchDatabase]:
+    """A fresh, empty database: a new one on ``server_url``, else a private cluster in /tmp."""
+    if server_url:
+        with _server_database(server_url) as url:
+            yield BenchDatabase(url)
+    else:
+        with _private_cluster() as cluster:
+            yield BenchDatabase(cluster.url(), _postmaster_pid(cluster))
+
+
+@contextmanager
+def _server_database(server_url: str) -> Iterator[str]:
+    name = f"diachiso_bench_{os.getpid()}"
+    admin = psycopg2.connect(libpq_url(server_url), connect_timeout=10)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        try:
+            yield make_url(sqlalchemy_url(server_url)).set(database=name).render_as_string(False)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        admin.close()
+
+
+@contextmanager
+def _private_cluster() -> Iterator[EmbeddedCluster]:
+    """An embedded cluster with its default (production, fsync on) settings, removed after."""
+    root = Path(tempfile.mkdtemp(prefix="diachiso-bench-"))
+    try:
+        os.chmod(root, 0o755)  # the postgres OS user must reach it when we are root
+        cluster = EmbeddedCluster(root)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _postmaster_pid(cluster: EmbeddedCluster) -> int | None:
+    try:
+        return int((cluster.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def load_province(url: str, province: DemoProvince, *, surveyors: int) -> list[str]:
+    """Migrate, import the units as the demo does, one team over every commune; the tokens."""
+    settings = Settings(database_url=SecretStr(url), log_level="WARNING")
+    db = open_database(settings, pool_size=1, max_overflow=0)
+    try:
+        migrate.upgrade(db.engine)
+        with db.sessions() as session:
+            for request in _requests(province):
+                import_units(session, request, actor=None, limits=import_limits(settings))
+            accounts.create_team(session, TEAM, [c.code for c in province.communes], actor=None)
+            tokens = [
+                accounts.create_user(
+                    session, name=f"bench {i}", role="surveyor", team=TEAM, actor=None
+                )[1]
+                for i in range(surveyors)
+            ]
+            session.commit()
+        return tokens
+    finally:
+        db.close()
+
+
+# --- the real server ----------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running ``diachiso serve``."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(url: str, *, workers: int, ready_timeout_s: float = 120.0) -> Iterator[Server]:
+    """``diachiso serve --workers N`` on 127.0.0.1 with production settings; stopped on exit."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DIACHISO_DATABASE_URL": url,
+        "DIACHISO_ENVIRONMENT": "production",
+        "DIACHISO_LOG_LEVEL": "WARNING",
+        "DIACHISO_HOST": "127.0.0.1",
+    }
+    cmd = [str(ROOT / ".venv/bin/diachiso"), "serve", "--workers", str(workers)]
+    # Own session: a Ctrl-C in the terminal reaches us only, and we stop the server in order.
+    process = subprocess.Popen(
+        [*cmd, "--port", str(port)], env=env, cwd=ROOT, start_new_session=True
+    )
+    try:
+        server = Server(f"http://127.0.0.1:{port}", process)
+        _wait_ready(server, timeout_s=ready_timeout_s)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_ready(server: Server, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.process.returncode}")
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT (uvicorn's graceful shutdown), then SIGKILL to its process group after 30 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+# --- /proc sampling -----------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (read from /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _stat_fields(int(entry.name))
+            if parent:
+                children.setdefault(int(parent[1]), []).append(int(entry.name))
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(children.get(current, []))
+    return tree
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ... (empty when gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_role(pid: int, *, root: int) -> str:
+    """``main`` for the root, ``worker`` for a multiprocessing child that serves, else ``other``."""
+    if pid == root:
+        return "main"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    return "worker" if b"spawn_main" in cmdline else "other"
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process in kB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields:
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+@dataclass
+class RssSampler:
+    """Peak summed VmRSS of a process tree, sampled every ``interval_s`` in a thread."""
+
+    pid: int
+    interval_s: float = 0.2
+    peak_kb: int = 0
+    at_peak_kb: dict[str, int] = field(default_factory=dict)  # role and pid → VmRSS
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            sizes = {pid: rss_kb(pid) for pid in process_tree(self.pid)}
+            if sum(sizes.values()) > self.peak_kb:
+                self.peak_kb = sum(sizes.values())
+                self.at_peak_kb = {
+                    f"{process_role(pid, root=self.pid)} {pid}": kb for pid, kb in sizes.items()
+                }
+
+
+# --- households as rows -------------------------------------------------------------------
+
+HOUSEHOLD_COPY_COLUMNS = (
+    "id, status, province_code, commune_code, hamlet_code, geom, accuracy_m, mock_location, "
+    "head_name, house_number, street, phone, phone_raw, kind, members, note, captured_at, "
+    "change_seq"
+)
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def household_copy_text(items: Sequence[dict[str, Any]], *, province_code: str) -> str:
+    """COPY text-format lines of ``households``-shaped rows (HOUSEHOLD_COPY_COLUMNS) from items.
+
+    The point is EWKB hex with SRID 4326, as PostGIS reads it from text; ids count from 1.
+    """
+    lon = np.fromiter((i["location"]["lon"] for i in items), float, len(items))
+    lat = np.fromiter((i["location"]["lat"] for i in items), float, len(items))
+    points = shapely.set_srid(shapely.points(lon, lat), 4326)
+    wkb = shapely.to_wkb(points, hex=True, include_srid=True)
+    lines = [
+        _copy_line(n, item, geom, province_code)
+        for n, (item, geom) in enumerate(zip(items, wkb, strict=True))
+    ]
+    return "".join(lines)
+
+
+def _copy_line(n: int, item: dict[str, Any], geom: str, province_code: str) -> str:
+    loc, h = item["location"], item["household"]
+    phone = "".join(c for c in h.get("phone") or "" if c.isdigit())
+    fields = (
+        str(n + 1),
+        "accepted",
+        province_code,
+        item["hamlet_code"].split("-")[0],
+        item["hamlet_code"],
+        geom,
+        repr(float(loc["accuracy_m"])),
+        "t" if loc.get("mock") else "f",
+        _copy_text(h.get("head_name")),
+        _copy_text(h.get("house_number")),
+        _copy_text(h.get("street")),
+        phone or "\\N",
+        _copy_text(h.get("phone")),
+        h.get("kind") or "residence",
+        "\\N" if h.get("members") is None else str(h["members"]),
+        _copy_text(item.get("note")),
+        item["captured_at"],
+        str(n + 1),
+    )
+    return "\t".join(fields) + "\n"
+
+
+def _copy_text(value: str | None) -> str:
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    """The nearest-rank q-quantile (0 < q ≤ 1) of durations in seconds, in milliseconds."""
+    if not seconds:
+        return math.nan
+    ordered = sorted(seconds)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str, str]]) -> None:
+    """A compact three-column table: figure, value, target (with ✓/✗ when there is one)."""
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    print(f"\n{title}")
+    for name, value, target in rows:
+        print(f"  {name:<{width}}  {value:>{value_width}}  {target}".rstrip())
+
+
+def write_json(path: Path, summary: dict[str, Any]) -> None:
+    """The summary as indented JSON."""
+    path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
