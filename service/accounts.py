@@ -161,6 +161,9 @@ def revoke_token(session: Session, user_id: int, *, actor: User | None) -> User:
 
 
 def _active_admins(session: Session) -> int:
+    """Active admins, counted under a transaction lock so two concurrent revocations cannot
+    both see "two left" (an advisory lock: row locks taken in different orders could deadlock)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('diachiso.last_admin'))"))
     query = select(func.count()).where(User.role == "admin", User.revoked_at.is_(None))
     return int(session.scalar(query) or 0)
 

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings.max_batch_items)  # type: ignore[method-assign]
     return app
 
 
@@ -89,7 +89,7 @@ def _mount_api_docs(app: FastAPI) -> None:
         )
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, max_items: int) -> dict[str, Any]:
     """The generated schema plus the submission body (read raw, so not inferred by FastAPI)."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -99,6 +99,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(body.pop("$defs", {}))
+    body["properties"]["submissions"]["maxItems"] = max_items  # the configured limit
     components["BatchIn"] = body
     app.openapi_schema = schema
     return schema

@@ -352,7 +352,8 @@ def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
     rows = session.execute(
         text(
             "SELECT tu.unit_code, coalesce(u.level, 'hamlet') FROM team_units tu "
-            "LEFT JOIN admin_units u ON u.code = tu.unit_code AND u.valid_to IS NULL "
+            "LEFT JOIN admin_units u ON u.code = tu.unit_code AND u.valid_from <= now() "
+            "AND (u.valid_to IS NULL OR u.valid_to > now()) "
             "WHERE tu.team_id = :team"
         ),
         {"team": user.team_id},
@@ -545,8 +546,8 @@ def _write_households(
             rows.append((item.household_id, *fields, geom, item.change_seq))
         columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq")
         copy_rows(_cursor(session), "households", columns, rows)
-    versions = [(i, 1) for i in new]
-    versions += [(i, _update_household(session, i, values[i.index])) for i in updates]
+    versions = [(i, 1, "submission") for i in new]
+    versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
     _write_versions(session, versions, values, user=user)
 
 
@@ -578,24 +579,36 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
     }
 
 
-def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> int:
-    """Apply a later observation to an existing household; returns its new version number."""
+def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> tuple[int, str]:
+    """Apply another observation to an existing household: its version number and reason.
+
+    Phones sync late, so observations arrive out of capture order: one captured before the
+    household's current state is kept in the history (reason ``submission_late``) but does
+    not overwrite the newer fields.
+    """
     values = {**values, "issues": _dumps(values["issues"].value)}
     sets = ", ".join(f"{name} = :{name}" for name in _HOUSEHOLD_FIELDS)
+    params = {**values, "lon": item.parsed.lon, "lat": item.parsed.lat, "id": item.household_id}
     version = session.execute(
         text(
             f"UPDATE households SET {sets}, geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
             "version = version + 1, change_seq = nextval('household_change_seq'), "
-            "updated_at = now() WHERE id = :id RETURNING version"
+            "updated_at = now() WHERE id = :id AND captured_at <= :captured_at RETURNING version"
         ),
-        {**values, "lon": item.parsed.lon, "lat": item.parsed.lat, "id": item.household_id},
+        params,
+    ).scalar_one_or_none()
+    if version is not None:
+        return int(version), "submission"
+    version = session.execute(
+        text("UPDATE households SET version = version + 1 WHERE id = :id RETURNING version"),
+        {"id": item.household_id},
     ).scalar_one()
-    return int(version)
+    return int(version), "submission_late"
 
 
 def _write_versions(
     session: Session,
-    versions: list[tuple[_Item, int]],
+    versions: list[tuple[_Item, int, str]],
     values: dict[int, dict[str, Any]],
     *,
     user: User,
@@ -609,14 +622,14 @@ def _write_versions(
             v,
             i.submission_id,
             user.id,
-            "submission",
+            reason,
             JsonValue(_snapshot(i, values[i.index])),
         )
-        for i, v in versions
+        for i, v, reason in versions
     ]
     columns = ("household_id", "version", "submission_id", "actor_user_id", "reason", "data")
     copy_rows(_cursor(session), "household_versions", columns, rows)
-    for item, version in versions:
+    for item, version, _ in versions:
         if version > 1:
             audit.record(
                 session,

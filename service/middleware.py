@@ -99,15 +99,30 @@ class RequestLogMiddleware:
         status = 500
         start = time.perf_counter()
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here rather than by Starlette's outermost handler, so the 500 still
+            # carries the request id (header, body and log line) that support will ask for.
+            log.error("%s %s -> 500", scope["method"], scope["path"], exc_info=exc)
+            if started:
+                raise
+            response = problem(
+                500,
+                "internal_error",
+                "Lỗi máy chủ; sự cố đã được ghi lại.",
+                request_id=request_id,
+            )
+            await response(scope, receive, send_with_id)
         finally:
             extra: dict[str, Any] = {
                 "request_id": request_id,

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_accuracy_limits(self) -> Settings:
+        if self.accuracy_warn_m >= self.accuracy_hard_m:
+            raise ValueError(
+                "DIACHISO_ACCURACY_WARN_M must be below DIACHISO_ACCURACY_HARD_M "
+                f"({self.accuracy_warn_m} >= {self.accuracy_hard_m})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         url = self.database_url.get_secret_value() if self.database_url else ""
         if self.environment == "production" and "change-me" in url:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from service import audit
 from service.models import Submission, User
 from service.paging import cursor_int, decode_cursor, encode_cursor
+from service.units import as_aware
 
 
 def list_submissions(
@@ -35,10 +36,11 @@ def list_submissions(
         query = query.where(or_(Submission.hamlet_code == unit, Submission.commune_code == unit))
     if surveyor is not None:
         query = query.where(Submission.user_id == surveyor)
+    # A time without an offset is Vietnam time, as everywhere in the API.
     if since is not None:
-        query = query.where(Submission.received_at >= since)
+        query = query.where(Submission.received_at >= as_aware(since))
     if until is not None:
-        query = query.where(Submission.received_at < until)
+        query = query.where(Submission.received_at < as_aware(until))
     if (position := decode_cursor(cursor)) is not None:
         query = query.where(Submission.id < cursor_int(position, "id"))
     rows = session.scalars(query).all()

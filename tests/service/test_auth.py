@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from service import accounts
 from service.app import ROUTERS
 from service.deps import RoleGuard
+from service.errors import ConflictError
 from service.models import AuditEvent, Team, User
 from service.security import hash_token
 from service.settings import Settings
@@ -210,3 +214,37 @@ def test_teams_and_users_are_listed_page_by_page(
             if not (cursor := page["next_cursor"]):
                 break
         assert len(seen) == len(set(seen)) == total
+
+
+def test_two_admins_revoking_each_other_at_once_leave_one(db_url: Any) -> None:
+    """The last-admin check holds under concurrency: the second revocation waits, then refuses."""
+    engine = create_engine(db_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as setup:
+        first, _ = accounts.create_user(setup, name="A", role="admin", team=None, actor=None)
+        second, _ = accounts.create_user(setup, name="B", role="admin", team=None, actor=None)
+        setup.commit()
+    outcome: dict[str, Any] = {}
+
+    def revoke_first() -> None:
+        with factory() as session:
+            try:
+                accounts.revoke_token(session, first.id, actor=None)
+                session.commit()
+                outcome["b"] = "revoked"
+            except ConflictError as exc:
+                outcome["b"] = exc.code
+
+    with factory() as session:
+        accounts.revoke_token(session, second.id, actor=None)
+        racer = threading.Thread(target=revoke_first)
+        racer.start()
+        racer.join(timeout=0.5)
+        assert racer.is_alive(), "the second revocation must wait for the first to finish"
+        session.commit()
+    racer.join(timeout=10)
+    assert outcome == {"b": "last_admin"}
+    with factory() as session:
+        active = session.scalars(select(User).where(User.revoked_at.is_(None))).all()
+        assert [u.name for u in active] == ["A"]
+    engine.dispose()

@@ -110,12 +110,22 @@ def test_production_refuses_the_placeholder_password() -> None:
         Settings(environment="production", database_url="postgresql://u:change-me@db/x")
 
 
+def test_the_accuracy_warning_limit_must_be_below_the_hard_limit() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ACCURACY_WARN_M must be below"):
+        Settings(accuracy_warn_m=100.0, accuracy_hard_m=50.0)
+    assert Settings(accuracy_warn_m=20.0, accuracy_hard_m=50.0).accuracy_warn_m == 20.0
+
+
 def test_api_docs_are_served_without_a_cdn(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
     assert "cdn" not in page.text.lower() and "https://" not in page.text
     assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/openapi.json").json()["components"]["schemas"]["BatchIn"]
+    batch = client.get("/openapi.json").json()["components"]["schemas"]["BatchIn"]
+    assert batch["properties"]["submissions"]["maxItems"] == Settings().max_batch_items
 
 
 def test_request_ids_reach_the_response_and_the_audit_trail(

@@ -468,6 +468,8 @@ def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
     failed = post(client, surveyor, items)
     assert failed.status_code == 500
     assert failed.json()["code"] == "internal_error" and "fire" not in failed.text
+    # Support can find the failure in the logs from what the client saw.
+    assert failed.json()["request_id"] == failed.headers["x-request-id"]
     stored = db.query(Submission).all()
     assert sorted(s.status for s in stored) == ["error", "error"]
     assert count_rows(db, IntakeBatch) == 1
@@ -571,3 +573,37 @@ def test_every_batch_is_audited_with_the_households_it_made(
     assert event.after["counts"] == {"accepted": 1, "rejected": 1}
     assert event.after["created"] == [results[0]["household_id"]]
     assert len(event.after["submissions"]) == 2
+
+
+def test_an_observation_synced_late_is_kept_but_does_not_overwrite_a_newer_one(
+    client: TestClient, surveyor: dict[str, str], make_token: Callable[..., str]
+) -> None:
+    first = one(client, surveyor, item())
+    hid = first["household_id"]
+    newer = item(household_id=hid, household__phone="0987654321")
+    newer["captured_at"] = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    older = item(household_id=hid, household__phone="0911111111")
+    older["captured_at"] = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    assert one(client, surveyor, newer)["status"] == "accepted"
+    assert one(client, surveyor, older)["status"] == "accepted"
+    reviewer = {"Authorization": f"Bearer {make_token('reviewer')}"}
+    detail = client.get(f"/api/v1/households/{hid}", headers=reviewer).json()
+    assert detail["phone"] == "0987654321" and detail["version"] == 3
+    assert [v["reason"] for v in detail["history"]] == [
+        "submission",
+        "submission",
+        "submission_late",
+    ]
+    assert detail["history"][2]["data"]["phone"] == "0911111111"
+
+
+def test_submission_times_without_offset_are_vietnam_time(
+    client: TestClient, surveyor: dict[str, str]
+) -> None:
+    one(client, surveyor, item())
+    now_vn = datetime.now(UTC) + timedelta(hours=7)
+    # Naive "now in Vietnam minus 10 minutes" is before the submission only when read as
+    # Vietnam time; read as UTC it would lie 7 hours in the future and find nothing.
+    since = (now_vn - timedelta(minutes=10)).replace(tzinfo=None).isoformat()
+    found = client.get("/api/v1/submissions", params={"since": since}, headers=surveyor)
+    assert found.status_code == 200 and len(found.json()["items"]) == 1
