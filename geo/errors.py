@@ -38,3 +38,9 @@ class PostcodeError(GeoError):
     """A postcode that is not a 5-digit national postcode."""
 
     code = "postcode_invalid"
+
+
+class CodeFormatError(GeoError):
+    """Text that is not an address code or Open Location Code (empty, malformed, legacy)."""
+
+    code = "code_invalid"
