@@ -1,0 +1,570 @@
+"""Duplicate households: the search radius, pair scoring with reasons, and grouping.
+
+A candidate pair (two households within the search radius of each other, or sharing a phone in
+one commune) is scored from independent pieces of evidence. Each piece is a ``Reason`` whose
+``value`` is its contribution to the log-odds that the two records are one household; the score
+is ``sigmoid(prior + sum of values)``, so a reviewer can read why a pair scored as it did and a
+threshold change needs no re-scoring logic.
+
+The evidence, one reason per aspect:
+
+- distance, relative to both GPS accuracies (``distance_*``);
+- head-of-household name, folded (no diacritics, ``đ`` → ``d``, case and spacing ignored) and
+  compared token by token, family name first and given name last (``name_*``,
+  ``family_name_only``);
+- phone, house number, household kind, claimed hamlet and commune.
+
+Everything here is pure: the service finds the candidates (PostGIS) and stores the results.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from rapidfuzz.distance import OSA, Indel
+
+from geo.text import fold_name
+
+#: Common family names, folded. A match on one of these alone says little: about 40 % of the
+#: delta's households are Nguyễn. Hoàng/Huỳnh and Vũ/Võ are regional spellings of one name.
+COMMON_FAMILY_NAMES = frozenset(
+    {
+        *("nguyen", "tran", "le", "pham", "hoang", "huynh", "phan", "vu", "vo", "dang"),
+        *("bui", "do", "ho", "ngo", "duong", "ly"),
+    }
+)
+#: Other family names met in the delta, folded: two different known names are not a typo.
+KNOWN_FAMILY_NAMES = COMMON_FAMILY_NAMES | {
+    *("truong", "doan", "lam", "chau", "thai", "cao", "luu", "mai", "ta", "trinh", "dinh"),
+    *("tang", "la", "quach", "lu", "to", "ha", "kieu", "luong", "thach", "danh", "son"),
+}
+_FAMILY_VARIANTS = {"huynh": "hoang", "vo": "vu"}
+# "Tổ 5" names a neighbourhood group, shared by dozens of houses, not one door.
+_GROUP_PREFIXES = ("to ", "khom ", "ap ")
+_HOUSE_NUMBER_PREFIXES = ("so nha ", "so ")
+_WORD = re.compile(r"[^\W_]+")
+# A Vietnamese syllable, folded: optional onset, a vowel nucleus (with its glides), optional
+# final consonant. "cuuong" or "lnh" is no syllable, so it can only be a typo.
+_SYLLABLE = re.compile(
+    r"(?:ngh|ng|nh|ch|gh|gi|kh|ph|qu|th|tr|[bcdghklmnprstvx])?"
+    r"(?:oai|oay|oeo|uay|uoi|uou|uya|uye|uyu|ieu|yeu"
+    r"|ai|ao|au|ay|eo|eu|ia|ie|iu|oa|oe|oi|oo|ua|ue|ui|uo|uu|uy|ye|[aeiouy])"
+    r"(?:ch|nh|ng|[cmnpt])?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeWeights:
+    """Log-odds contributions of each piece of evidence (positive: same household).
+
+    Tuned on ``geo.dedupe_eval`` sets; see ``tests/geo/test_dedupe_eval.py``.
+    """
+
+    prior: float = -2.0
+    # Distance, as x = distance / accuracy radius: near_max at x = 0, near_min at x = 1, then
+    # falling by far_per_doubling for each doubling of x, never below far_min.
+    near_max: float = 1.5
+    near_min: float = 1.0
+    far_per_doubling: float = 1.0
+    far_min: float = -3.0
+    name_same: float = 4.5
+    name_diacritics_differ: float = 1.0
+    name_tokens_reordered: float = 4.0
+    name_similar_given_same: float = 3.5
+    name_similar_given_typo: float = 3.0
+    name_similar_given_close: float = 1.0
+    middle_name_differs: float = 0.5
+    name_given_only: float = 2.5
+    family_name_only_common: float = -3.5
+    family_name_only_rare: float = -3.0
+    name_differs: float = -4.5
+    phone_same: float = 4.0
+    phone_differs: float = -5.0
+    house_number_same: float = 1.0
+    house_group_same: float = 0.2
+    house_number_differs: float = -1.2
+    kind_differs: float = -1.0
+    different_hamlet: float = -0.5
+    different_commune: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeParams:
+    """Search radius, thresholds and evidence weights of duplicate detection.
+
+    The search radius of a pair is ``min(cap_m, max(floor_m, k × (accuracy_a + accuracy_b)))``;
+    a missing accuracy counts as ``default_accuracy_m``. Pairs scoring at least
+    ``review_threshold`` go to review; ``auto_link`` (off by default) lets exact pairs that also
+    score at least ``auto_link_threshold`` be merged without review.
+    """
+
+    floor_m: float = 10.0
+    k: float = 1.5
+    cap_m: float = 60.0
+    default_accuracy_m: float = 20.0
+    review_threshold: float = 0.6
+    auto_link: bool = False
+    auto_link_threshold: float = 0.95
+    #: An exact pair lies within max(exact_distance_m, the better of the two accuracies).
+    exact_distance_m: float = 5.0
+    #: The accuracy radius never shrinks below this: two fixes of one gate differ by metres.
+    min_accuracy_radius_m: float = 5.0
+    weights: DedupeWeights = field(default_factory=DedupeWeights)
+
+    def __post_init__(self) -> None:
+        metres = (self.floor_m, self.cap_m, self.default_accuracy_m, self.min_accuracy_radius_m)
+        if min(metres) <= 0 or self.k < 0 or self.exact_distance_m < 0:
+            raise ValueError("distances must be positive and k must not be negative")
+        for threshold in (self.review_threshold, self.auto_link_threshold):
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError("thresholds must lie in (0, 1]")
+
+
+DEFAULT_PARAMS = DedupeParams()
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdFacts:
+    """What scoring needs of one household; ``phone`` is normalised (``geo.text``) or None."""
+
+    id: int
+    hamlet_code: str | None
+    commune_code: str | None
+    head_name: str | None
+    house_number: str | None
+    phone: str | None
+    kind: str | None
+    accuracy_m: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One piece of evidence: stable English ``code``, log-odds ``value``, Vietnamese message."""
+
+    code: str
+    value: float
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{"code", "value", "message"}``."""
+        return {"code": self.code, "value": round(self.value, 3), "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """Score in [0, 1], the reasons behind it, and whether the pair is an exact re-capture."""
+
+    score: float
+    reasons: tuple[Reason, ...]
+    exact: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{"score", "exact", "reasons": [...]}``."""
+        return {
+            "score": round(self.score, 4),
+            "exact": self.exact,
+            "reasons": [reason.as_dict() for reason in self.reasons],
+        }
+
+    def codes(self) -> tuple[str, ...]:
+        """The reason codes, in order."""
+        return tuple(reason.code for reason in self.reasons)
+
+
+# --- search radius ---------------------------------------------------------------------------
+
+
+def search_radius_m(
+    acc_a: float | None, acc_b: float | None, params: DedupeParams = DEFAULT_PARAMS
+) -> float:
+    """How far apart two households may be and still be compared, in metres.
+
+    Examples
+    --------
+    >>> search_radius_m(3, 3), search_radius_m(6.5, 6.5), search_radius_m(40, 35)
+    (10.0, 19.5, 60.0)
+    >>> search_radius_m(None, 4)  # a missing accuracy counts as 20 m
+    36.0
+    """
+    a = params.default_accuracy_m if acc_a is None else acc_a
+    b = params.default_accuracy_m if acc_b is None else acc_b
+    return float(min(params.cap_m, max(params.floor_m, params.k * (a + b))))
+
+
+def max_search_radius_m(params: DedupeParams = DEFAULT_PARAMS) -> float:
+    """The largest ``search_radius_m`` of any pair: the SQL pre-filter distance, in metres.
+
+    Examples
+    --------
+    >>> max_search_radius_m()
+    60.0
+    """
+    if params.k == 0:
+        return float(min(params.cap_m, params.floor_m))
+    return float(params.cap_m)
+
+
+def accuracy_radius_m(
+    acc_a: float | None, acc_b: float | None, params: DedupeParams = DEFAULT_PARAMS
+) -> float:
+    """How far apart two fixes of one spot typically fall: the two accuracies combined.
+
+    GPS errors of two fixes are independent, so their radii add in quadrature.
+
+    Examples
+    --------
+    >>> accuracy_radius_m(6, 8), accuracy_radius_m(2, 2)
+    (10.0, 5.0)
+    """
+    a = params.default_accuracy_m if acc_a is None else acc_a
+    b = params.default_accuracy_m if acc_b is None else acc_b
+    return max(params.min_accuracy_radius_m, math.hypot(a, b))
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def score_pair(
+    a: HouseholdFacts,
+    b: HouseholdFacts,
+    distance_m: float,
+    params: DedupeParams = DEFAULT_PARAMS,
+) -> PairScore:
+    """Score a candidate pair: how likely the two records are one household, and why.
+
+    Parameters
+    ----------
+    a, b : HouseholdFacts
+        The two households (order does not matter).
+    distance_m : float
+        Distance between their points in metres (may exceed the search radius for pairs found
+        by a shared phone).
+    params : DedupeParams
+
+    Returns
+    -------
+    PairScore
+        ``score`` = sigmoid(prior + sum of the reasons' values); ``exact`` when the folded
+        names and the phones are equal, nothing contradicts, the points are within
+        max(5 m, the better accuracy) and the score reaches ``auto_link_threshold``.
+
+    Examples
+    --------
+    >>> one = HouseholdFacts(1, "99001-01", "99001", "Nguyễn Văn An", "12/3", "0912345678",
+    ...                      "residence", 6.0)
+    >>> two = HouseholdFacts(2, "99001-01", "99001", "nguyen van an", "12/3", "0912345678",
+    ...                      "residence", 8.0)
+    >>> result = score_pair(one, two, 3.0)
+    >>> round(result.score, 3), result.exact
+    (1.0, True)
+    >>> result.codes()
+    ('distance_within_accuracy', 'name_same', 'phone_same', 'house_number_same')
+    """
+    w = params.weights
+    reasons = [
+        _distance_reason(a, b, distance_m, params),
+        _name_reason(a.head_name, b.head_name, w),
+    ]
+    phone = _phone_reason(a.phone, b.phone, w)
+    if phone is not None:
+        reasons.append(phone)
+    house = _house_reason(a.house_number, b.house_number, w)
+    if house is not None:
+        reasons.append(house)
+    reasons.extend(_context_reasons(a, b, w))
+    logit = w.prior
+    for reason in reasons:
+        logit += reason.value
+    score = _sigmoid(logit)
+    exact = score >= params.auto_link_threshold and _exact(a, b, distance_m, reasons, params)
+    return PairScore(score=score, reasons=tuple(reasons), exact=exact)
+
+
+def _sigmoid(logit: float) -> float:
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    odds = math.exp(logit)
+    return odds / (1.0 + odds)
+
+
+_EXACT_BLOCKERS = frozenset({"house_number_differs", "kind_differs", "different_commune"})
+
+
+def _exact(
+    a: HouseholdFacts,
+    b: HouseholdFacts,
+    distance_m: float,
+    reasons: list[Reason],
+    params: DedupeParams,
+) -> bool:
+    """Same folded name, same phone, about the same spot, and nothing that contradicts."""
+    codes = {reason.code for reason in reasons}
+    if not {"name_same", "phone_same"} <= codes or codes & _EXACT_BLOCKERS:
+        return False
+    accuracies = [acc for acc in (a.accuracy_m, b.accuracy_m) if acc is not None]
+    best = min(accuracies, default=params.default_accuracy_m)
+    return distance_m <= max(params.exact_distance_m, best)
+
+
+# --- distance --------------------------------------------------------------------------------
+
+
+def _distance_reason(
+    a: HouseholdFacts, b: HouseholdFacts, distance_m: float, params: DedupeParams
+) -> Reason:
+    """Close relative to both accuracies is strong; beyond it, weaker with each doubling."""
+    w = params.weights
+    radius = accuracy_radius_m(a.accuracy_m, b.accuracy_m, params)
+    ratio = max(distance_m, 0.0) / radius
+    if ratio <= 1.0:
+        value = w.near_max - (w.near_max - w.near_min) * ratio
+        message = f"Cách nhau {distance_m:.0f} m, trong sai số GPS của hai lần đo ({radius:.0f} m)"
+        return Reason("distance_within_accuracy", value, message)
+    value = max(w.far_min, w.near_min - w.far_per_doubling * math.log2(ratio))
+    if distance_m <= search_radius_m(a.accuracy_m, b.accuracy_m, params):
+        message = f"Cách nhau {distance_m:.0f} m, xa hơn sai số GPS ({radius:.0f} m)"
+        return Reason("distance_beyond_accuracy", value, message)
+    return Reason("distance_far", value, f"Ở xa nhau ({distance_m:.0f} m)")
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+class _Name(NamedTuple):
+    """A name prepared for matching: folded text and words, and the words with diacritics."""
+
+    folded: str
+    tokens: tuple[str, ...]
+    marked: tuple[str, ...] | None  # NFC lower-case words, when they align with ``tokens``
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_name(raw: str) -> _Name:
+    folded = fold_name(raw)
+    tokens = tuple(folded.split())
+    marked = tuple(_WORD.findall(unicodedata.normalize("NFC", raw.lower())))
+    return _Name(folded, tokens, marked if len(marked) == len(tokens) else None)
+
+
+def _name_reason(raw_a: str | None, raw_b: str | None, w: DedupeWeights) -> Reason:
+    """The one name reason of a pair (see the module docstring)."""
+    a, b = _parse_name(raw_a or ""), _parse_name(raw_b or "")
+    if not a.tokens or not b.tokens:
+        return Reason("name_missing", 0.0, "Thiếu tên chủ hộ ở một lần thu thập")
+    if a.tokens == b.tokens:
+        return _same_folded(a, b, w)
+    if sorted(a.tokens) == sorted(b.tokens):
+        return _fixed(w)["name_tokens_reordered"]
+    short, long = (a, b) if len(a.tokens) <= len(b.tokens) else (b, a)
+    if len(short.tokens) < len(long.tokens) and long.tokens[-len(short.tokens) :] == short.tokens:
+        message = "Một lần chỉ ghi tên, không ghi họ: trùng tên của lần kia"
+        return Reason("name_given_only", w.name_given_only, message)
+    return _compare_parts(a, b, w)
+
+
+def _same_folded(a: _Name, b: _Name, w: DedupeWeights) -> Reason:
+    """Equal once folded; unless both spell a word with different diacritics (Hùng / Hưng)."""
+    if a.marked is not None and b.marked is not None:
+        for word_a, word_b in zip(a.marked, b.marked, strict=True):
+            if word_a != word_b and not word_a.isascii() and not word_b.isascii():
+                return Reason(
+                    "name_diacritics_differ",
+                    w.name_diacritics_differ,
+                    f"Họ tên chỉ khác dấu ({word_a} / {word_b}): có thể là hai người",
+                )
+    return _fixed(w)["name_same"]
+
+
+def _compare_parts(a: _Name, b: _Name, w: DedupeWeights) -> Reason:
+    """Family name (first word), middle names and given name (last word) compared apart."""
+    if not _families_agree(a.tokens[0], b.tokens[0]):
+        return Reason("name_differs", w.name_differs, "Họ tên khác nhau")
+    given_a, given_b = a.tokens[-1], b.tokens[-1]
+    if given_a != given_b and not _typo_apart(given_a, given_b):
+        return _family_only(a.tokens[0], w)
+    if not _middles_agree(a.tokens[1:-1], b.tokens[1:-1]):
+        if given_a != given_b:
+            return _family_only(a.tokens[0], w)
+        message = "Trùng họ và tên, khác tên đệm: có thể là hai người"
+        return Reason("middle_name_differs", w.middle_name_differs, message)
+    similarity = Indel.normalized_similarity(a.folded, b.folded)
+    if given_a != given_b:
+        return _given_slip(given_a, given_b, similarity, w)
+    value = w.name_similar_given_same * min(1.0, similarity / 0.9)
+    return Reason("name_similar", value, f"Họ tên gần giống ({similarity:.0%}), trùng tên")
+
+
+def _given_slip(given_a: str, given_b: str, similarity: float, w: DedupeWeights) -> Reason:
+    """Given names one letter apart: a typo when one is no Vietnamese syllable ("Đt" for
+    "Đạt"); when both are real names (An / Anh, Lan / Loan) it may be two people."""
+    if _is_syllable(given_a) and _is_syllable(given_b):
+        message = f"Họ tên gần giống ({similarity:.0%}), tên khác một chữ cái: có thể hai người"
+        return Reason("name_similar", w.name_similar_given_close, message)
+    message = f"Họ tên gần giống ({similarity:.0%}), tên có lẽ gõ sai một chữ cái"
+    return Reason("name_similar", w.name_similar_given_typo, message)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _is_syllable(word: str) -> bool:
+    """Whether a folded word has the shape of a Vietnamese syllable: onset, vowels, coda."""
+    return _SYLLABLE.fullmatch(word) is not None
+
+
+def _typo_apart(word_a: str, word_b: str) -> bool:
+    """One slip apart: a letter replaced, dropped, added, or two neighbours swapped."""
+    return OSA.distance(word_a, word_b, score_cutoff=2) <= 1
+
+
+def _families_agree(family_a: str, family_b: str) -> bool:
+    """Same family name, a regional spelling of it, or a slip on a name that is no family's."""
+    if _FAMILY_VARIANTS.get(family_a, family_a) == _FAMILY_VARIANTS.get(family_b, family_b):
+        return True
+    # Phan / Phạm are one letter apart and both real: a slip only if one is no family name.
+    both_known = family_a in KNOWN_FAMILY_NAMES and family_b in KNOWN_FAMILY_NAMES
+    return not both_known and _typo_apart(family_a, family_b)
+
+
+def _middles_agree(middle_a: tuple[str, ...], middle_b: tuple[str, ...]) -> bool:
+    """Middle names that do not contradict: equal, one left out, abbreviated ("V."), a slip."""
+    if not middle_a or not middle_b or middle_a == middle_b:
+        return True
+    short, long = sorted((middle_a, middle_b), key=len)
+    if len(short) < len(long):
+        return all(word in long for word in short)  # "Kim" for "Thị Kim"
+    return all(_words_agree(one, other) for one, other in zip(short, long, strict=True))
+
+
+def _words_agree(one: str, other: str) -> bool:
+    """The same word, its initial ("v" for "van"), or one slip away."""
+    if one == other:
+        return True
+    if len(one) == 1 or len(other) == 1:
+        return one[0] == other[0]
+    return _typo_apart(one, other)
+
+
+def _family_only(family: str, w: DedupeWeights) -> Reason:
+    if family in COMMON_FAMILY_NAMES:
+        message = "Chỉ trùng họ (một họ phổ biến), tên khác"
+        return Reason("family_name_only", w.family_name_only_common, message)
+    return Reason("family_name_only", w.family_name_only_rare, "Chỉ trùng họ, tên khác")
+
+
+# Reasons whose value is one weight and whose message is fixed: built once per weights object
+# (hashing a 22-field dataclass on every call would cost more than the rest of the scoring).
+_FIXED = {
+    "name_same": "Trùng họ tên (không kể dấu, hoa thường)",
+    "name_tokens_reordered": "Cùng các chữ trong họ tên, khác thứ tự",
+    "phone_same": "Trùng số điện thoại",
+    "phone_differs": "Hai số điện thoại khác nhau",
+    "kind_differs": "Loại hộ khác nhau",
+    "different_hamlet": "Khai báo ở hai ấp/khóm khác nhau",
+    "different_commune": "Ở hai xã khác nhau",
+}
+_FIXED_CACHE: dict[int, tuple[DedupeWeights, dict[str, Reason]]] = {}
+
+
+def _fixed(w: DedupeWeights) -> dict[str, Reason]:
+    """The fixed reasons of these weights, by code."""
+    cached = _FIXED_CACHE.get(id(w))
+    if cached is not None and cached[0] is w:
+        return cached[1]
+    if len(_FIXED_CACHE) >= 64:
+        _FIXED_CACHE.clear()
+    table = {code: Reason(code, float(getattr(w, code)), text) for code, text in _FIXED.items()}
+    _FIXED_CACHE[id(w)] = (w, table)
+    return table
+
+
+# --- phone, house number, kind, place --------------------------------------------------------
+
+
+def _phone_reason(phone_a: str | None, phone_b: str | None, w: DedupeWeights) -> Reason | None:
+    """Same phone is strong; two different phones strongly against; a missing one neutral."""
+    if not phone_a or not phone_b:
+        return None
+    return _fixed(w)["phone_same" if phone_a == phone_b else "phone_differs"]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _house_key(raw: str) -> str:
+    """House number for comparison: folded, "số"/"số nhà" dropped, no spaces; the slash stays,
+    so "Số 12 / 3A" → "12/3a" and "12/3" is not "123"."""
+    parts = [fold_name(part) for part in raw.split("/")]
+    for prefix in _HOUSE_NUMBER_PREFIXES:
+        if parts[0].startswith(prefix):
+            parts[0] = parts[0][len(prefix) :]
+            break
+    if len(parts) == 1 and parts[0].startswith(_GROUP_PREFIXES):
+        return parts[0]
+    key = "/".join(part.replace(" ", "") for part in parts)
+    return key if key.strip("/") else ""
+
+
+def _house_reason(raw_a: str | None, raw_b: str | None, w: DedupeWeights) -> Reason | None:
+    """Same house number is evidence for, a different one against; a shared "Tổ 5" is weak."""
+    key_a, key_b = _house_key(raw_a or ""), _house_key(raw_b or "")
+    if not key_a or not key_b:
+        return None
+    if key_a != key_b:
+        return Reason(
+            "house_number_differs", w.house_number_differs, f"Số nhà khác nhau ({raw_a} / {raw_b})"
+        )
+    if key_a.startswith(_GROUP_PREFIXES):
+        return Reason(
+            "house_number_same", w.house_group_same, f"Cùng tổ/ấp ({raw_a}), không số nhà"
+        )
+    return Reason("house_number_same", w.house_number_same, f"Trùng số nhà ({raw_a})")
+
+
+def _context_reasons(a: HouseholdFacts, b: HouseholdFacts, w: DedupeWeights) -> list[Reason]:
+    """Household kind and claimed units: differences weigh a little against."""
+    found = []
+    if a.kind and b.kind and a.kind != b.kind:
+        found.append(_fixed(w)["kind_differs"])
+    if a.commune_code and b.commune_code and a.commune_code != b.commune_code:
+        found.append(_fixed(w)["different_commune"])
+    elif a.hamlet_code and b.hamlet_code and a.hamlet_code != b.hamlet_code:
+        found.append(_fixed(w)["different_hamlet"])
+    return found
+
+
+# --- groups ----------------------------------------------------------------------------------
+
+
+def group_pairs(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Each household of the pairs → its group: the smallest id among those linked to it.
+
+    Pairs chain: A~B and B~C put A, B and C in one group, as the review queue shows them.
+
+    Examples
+    --------
+    >>> group_pairs([(5, 3), (3, 9), (7, 8)])
+    {5: 3, 3: 3, 9: 3, 7: 7, 8: 7}
+    >>> group_pairs([])
+    {}
+    """
+    parent: dict[int, int] = {}
+
+    def root(node: int) -> int:
+        top = node
+        while parent[top] != top:
+            top = parent[top]
+        while parent[node] != top:  # path compression keeps long chains cheap
+            parent[node], node = top, parent[node]
+        return top
+
+    for a, b in pairs:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            # The smaller id becomes the root, so the root is the group id.
+            parent[max(ra, rb)] = min(ra, rb)
+    return {node: root(node) for node in parent}
