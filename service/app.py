@@ -16,7 +16,16 @@ from swagger_ui_bundle import swagger_ui_path
 from service.db import Database, open_database
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
-from service.routers import accounts, health, households, submissions, units
+from service.routers import (
+    accounts,
+    codes,
+    duplicates,
+    exports,
+    health,
+    households,
+    submissions,
+    units,
+)
 from service.schemas import BatchIn
 from service.settings import Settings
 from service.unit_index import UnitIndexCache
@@ -28,6 +37,9 @@ ROUTERS = (
     accounts.router,
     submissions.router,
     households.router,
+    duplicates.router,
+    exports.router,
+    codes.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.

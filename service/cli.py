@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from geo.errors import GeoError
-from service import accounts, migrate
+from service import accounts, codes, migrate
 from service.db import Database, open_database
 from service.errors import ServiceError
 from service.logs import configure_logging
@@ -172,7 +172,13 @@ def import_targets_cmd(
 def _run_import(request: ImportRequest) -> None:
     settings = _settings()
     with _session(settings) as session:
-        report = import_units(session, request, actor=None, limits=import_limits(settings))
+        report = import_units(
+            session,
+            request,
+            actor=None,
+            limits=import_limits(settings),
+            policy=codes.policy_from(settings),
+        )
     _print_json(report)
 
 
@@ -238,6 +244,104 @@ def teams_assign(
     with _session(settings) as session:
         team = accounts.assign_units(session, name, unit, actor=None)
         _print_json(accounts.team_out(session, team))
+
+
+@app.command()
+def dedupe(
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="Code of any level (default: everything)")
+    ] = None,
+) -> None:
+    """Re-scan a unit for duplicate households (after an import or a threshold change)."""
+    from service import dedupe as dedupe_
+
+    settings = _settings()
+    params = dedupe_.params_from(settings)
+    with _session(settings) as session:
+        communes = dedupe_.communes_of(session, unit)
+        if unit and not communes:
+            _fail(f"Không có hộ nào thuộc đơn vị {unit}.")
+        with typer.progressbar(length=len(communes), label="Quét trùng", file=sys.stderr) as bar:
+            report = dedupe_.rescan(
+                session,
+                communes,
+                params,
+                actor=None,
+                progress=bar.update,
+                policy=codes.policy_from(settings),
+            )
+        _print_json(report.as_dict())
+
+
+@app.command(name="import-codes")
+def import_codes_cmd(
+    path: Annotated[Path, typer.Argument(help="CSV: household_id or address_code, national_code")],
+) -> None:
+    """Attach centrally issued 10-digit national address codes; all or nothing."""
+    settings = _settings()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        _fail(f"file_unreadable: {exc}")
+        return
+    with _session(settings) as session:
+        result = codes.import_national(session, data, actor=None)
+        _print_json(result.as_dict())
+        if result.errors:
+            session.rollback()
+            _fail(f"Từ chối tệp: {len(result.errors)} dòng lỗi; không có mã nào được gắn.")
+
+
+@app.command(name="issue-codes")
+def issue_codes_cmd(
+    unit: Annotated[str | None, typer.Option("--unit", help="Code of any level")] = None,
+) -> None:
+    """Issue codes to accepted households that have none (after postcodes were set)."""
+    settings = _settings()
+    with _session(settings) as session:
+        issued = codes.issue_pending(
+            session, unit=unit, policy=codes.policy_from(settings), actor=None
+        )
+        _print_json({"issued": len(issued)})
+
+
+@app.command(name="export")
+def export_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="csv, geojson or gpkg")] = "csv",
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")] = Path(
+        "households.csv"
+    ),
+    unit: Annotated[str | None, typer.Option("--unit", help="Code of any level")] = None,
+    status: Annotated[str | None, typer.Option(help="Comma list (default accepted)")] = None,
+    since: Annotated[str | None, typer.Option(help="Cursor of an earlier export")] = None,
+) -> None:
+    """Export households to a file, as the API does; prints the manifest and the next cursor."""
+    from service import exports
+
+    settings = _settings()
+    with _database(settings) as database:
+        try:
+            request = exports.ExportRequest(
+                format=fmt, unit=unit, statuses=exports.parse_statuses(status), since=since
+            )
+            export = exports.start(database, request, user=None)
+        except ServiceError as exc:
+            _fail(f"{exc.code}: {exc.message}")
+            return
+        partial = output.with_name(output.name + ".part")
+        lines = fmt != "gpkg"
+        with (
+            partial.open("wb") as sink,
+            typer.progressbar(length=export.row_count, label="Xuất", file=sys.stderr) as bar,
+        ):
+            for chunk in export.body:
+                sink.write(chunk)
+                if lines:
+                    bar.update(chunk.count(b"\n"))
+        partial.replace(output)
+        with database.sessions() as session:
+            manifest, _ = exports.list_exports(session, limit=1, before_id=export.id + 1)
+    _print_json({**manifest[0], "file": str(output), "cursor": export.cursor})
 
 
 @app.command()

@@ -103,14 +103,24 @@ def get_household(session: Session, household_id: int, *, user: User) -> dict[st
 
 
 def _history(session: Session, household_id: int) -> list[dict[str, Any]]:
+    """Every version of the household and of the households merged into it, oldest first."""
+    merged = select(Household.id).where(Household.merged_into_id == household_id)
     rows = session.execute(
         select(HouseholdVersion, Submission.client_id)
         .outerjoin(Submission, Submission.id == HouseholdVersion.submission_id)
-        .where(HouseholdVersion.household_id == household_id)
-        .order_by(HouseholdVersion.version)
+        .where(
+            or_(
+                HouseholdVersion.household_id == household_id,
+                HouseholdVersion.household_id.in_(merged),
+            )
+        )
+        .order_by(
+            HouseholdVersion.created_at, HouseholdVersion.household_id, HouseholdVersion.version
+        )
     ).all()
     return [
         {
+            "household_id": v.household_id,
             "version": v.version,
             "reason": v.reason,
             "at": v.created_at,
@@ -149,7 +159,7 @@ def household_out(household: Household, lon: float, lat: float) -> dict[str, Any
         "updated_at",
     )
     out = {name: getattr(household, name) for name in names}
-    return {**out, "lon": lon, "lat": lat, "address_code": None}
+    return {**out, "lon": lon, "lat": lat, "address_code": household.address_code}
 
 
 def as_feature_collection(page: dict[str, Any]) -> dict[str, Any]:

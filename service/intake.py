@@ -31,6 +31,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from geo import olc
+from geo.dedupe import DedupeParams, HouseholdFacts
 from geo.issues import Issue, make_issue, outcome
 from geo.placement import Placement, Query
 from geo.validation import (
@@ -40,8 +42,9 @@ from geo.validation import (
     parse_item,
     payload_diff,
 )
-from service import audit
+from service import audit, codes, dedupe
 from service.bulk import JsonText, JsonValue, copy_rows
+from service.codes import CodePolicy
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
 from service.models import User
@@ -56,6 +59,8 @@ class IntakeOptions:
 
     max_items: int
     limits: Limits
+    dedupe: DedupeParams = field(default_factory=DedupeParams)
+    codes: CodePolicy = field(default_factory=CodePolicy)
 
 
 @dataclass(slots=True)
@@ -74,6 +79,7 @@ class _Item:
     result: dict[str, Any] | None = None
     stored: Any = None  # the payload as logged, when it differs from ``raw``
     change_seq: int | None = None
+    address_code: str | None = None
     payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
 
 
@@ -119,7 +125,16 @@ def submit(
         items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
         try:
             with database.sessions() as session, session.begin():
-                _process(session, cache, items, batch_id=batch_id, user=user, contended=attempt > 0)
+                _process(
+                    session,
+                    cache,
+                    items,
+                    batch_id=batch_id,
+                    user=user,
+                    contended=attempt > 0,
+                    params=options.dedupe,
+                    policy=options.codes,
+                )
             return [item.result or {} for item in items]
         except (IntegrityError, psycopg2.IntegrityError) as exc:
             if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
@@ -202,6 +217,8 @@ def _process(
     batch_id: uuid.UUID,
     user: User,
     contended: bool,
+    params: DedupeParams,
+    policy: CodePolicy,
 ) -> None:
     first, repeats = _split_repeats(items)
     existing = _existing(session, [i.parsed.id for i in first if i.parsed.id is not None])
@@ -211,10 +228,18 @@ def _process(
     index = cache.get(session)
     _validate(session, index, work, user=user)
     _reserve_ids(session, work, fresh)
+    matches = _find_duplicates(session, index, work, params)
     claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
+    planned = _plan_codes(session, index, done, policy)
     _write_households(session, index, done, user=user)
+    codes.write(session, planned, reason="intake")
+    updated = [i.household_id for i in done if i.parsed.household_ref is not None]
+    by_household = {i.household_id: i for i in done}
+    for household_id, code in _codes_of(session, updated, policy, user=user).items():
+        by_household[household_id].address_code = code
+    _record_duplicates(session, matches, work, done, params, user=user, policy=policy)
     for item in done:
         item.result = _result(item)
     lost = [i for i in work if i.submission_id not in claimed]
@@ -253,6 +278,7 @@ class _Stored:
     status: str
     issues: list[Any]
     household_id: int | None
+    address_code: str | None  # issued when this submission was accepted
 
 
 def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _Stored]:
@@ -260,8 +286,9 @@ def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _St
         return {}
     rows = session.execute(
         text(
-            "SELECT id, client_id, payload, payload_sha256, status, issues, household_id "
-            "FROM submissions WHERE client_id = ANY(:ids)"
+            "SELECT s.id, s.client_id, s.payload, s.payload_sha256, s.status, s.issues, "
+            "s.household_id, a.code FROM submissions s "
+            "LEFT JOIN address_codes a ON a.submission_id = s.id WHERE s.client_id = ANY(:ids)"
         ),
         {"ids": list(ids)},
     )
@@ -310,6 +337,139 @@ def _may_update(
         return False
     hamlet, commune = where
     return hamlet in area[0] or commune in area[1]
+
+
+def _plan_codes(
+    session: Session, index: CachedIndex, done: list[_Item], policy: CodePolicy
+) -> list[codes.Planned]:
+    """Codes for the batch's new accepted households, in acceptance (request) order."""
+    wanted = []
+    for item in done:
+        if item.status != "accepted" or item.parsed.household_ref is not None:
+            continue
+        if any(i.code == "duplicate_linked" for i in item.issues):
+            continue  # merged into its older twin right away: that one holds the code
+        p, placement = item.parsed, item.placement
+        assert placement is not None and placement.commune is not None
+        assert p.lat is not None and p.lon is not None and item.household_id is not None
+        wanted.append(
+            codes.Wanted(
+                household_id=item.household_id,
+                lat=p.lat,
+                lon=p.lon,
+                postcode=placement.commune.postcode,
+                commune_unit_id=placement.commune.id,
+                province_code=index.province_of.get(placement.commune.id),
+                submission_id=item.submission_id,
+            )
+        )
+    planned = codes.plan(session, wanted, scheme=policy.scheme)
+    by_id = {i.household_id: i for i in done}
+    for code in planned:
+        by_id[code.wanted.household_id].address_code = code.issued.code
+    return planned
+
+
+def _codes_of(
+    session: Session, household_ids: list[int | None], policy: CodePolicy, *, user: User
+) -> dict[int, str]:
+    """Codes after later observations: a move beyond the policy's distance earns a new one."""
+    ids = [i for i in household_ids if i is not None]
+    if not ids:
+        return {}
+    codes.reconcile(session, ids, policy=policy, actor=user, reason="observation")
+    rows = session.execute(
+        text("SELECT id, address_code FROM households WHERE id = ANY(:ids)"), {"ids": ids}
+    ).all()
+    return {hid: code for hid, code in rows if code}
+
+
+def _find_duplicates(
+    session: Session, index: CachedIndex, items: list[_Item], params: DedupeParams
+) -> list[dedupe.Match]:
+    """Each new household against the table and the rest of the batch; holds set on items.
+
+    The newer household of a qualifying pair gets ``possible_duplicate`` (or, when auto-linking
+    is on and the pair is exact, ``duplicate_linked``: it is merged into the older one).
+    """
+    new = [i for i in items if i.status != "rejected" and i.parsed.household_ref is None]
+    probes = [_probe(index, i) for i in new]
+    matches = [m for m in dedupe.find_for_new(session, probes, params) if m.qualifies(params)]
+    by_household = {i.household_id: i for i in new}
+    holders: dict[int, list[dedupe.Match]] = {}
+    for match in matches:
+        if match.b in by_household:
+            holders.setdefault(match.b, []).append(match)
+    for household_id, found in holders.items():
+        item = by_household[household_id]
+        exact = [m for m in found if m.score.exact] if params.auto_link else []
+        if exact:
+            target = min(m.a for m in exact)
+            item.issues.append(make_issue("duplicate_linked", {"household_id": target}))
+        else:
+            best = max(m.score.score for m in found)
+            item.issues.append(dedupe.hold_issue((m.a for m in found), best))
+        item.status = outcome(item.issues)
+    return matches
+
+
+def _probe(index: CachedIndex, item: _Item) -> dedupe.Probe:
+    p, h, placement = item.parsed, item.parsed.household, item.placement
+    assert h is not None and placement is not None and placement.commune is not None
+    assert p.lon is not None and p.lat is not None and item.household_id is not None
+    facts = HouseholdFacts(
+        id=item.household_id,
+        hamlet_code=placement.hamlet.code if placement.hamlet else p.hamlet_code,
+        commune_code=placement.commune.code,
+        head_name=h.head_name,
+        house_number=h.house_number,
+        phone=h.phone,
+        kind=h.kind,
+        accuracy_m=p.accuracy_m,
+    )
+    province = index.province_of.get(placement.commune.id)
+    return dedupe.Probe(lon=p.lon, lat=p.lat, facts=facts, province_code=province)
+
+
+def _record_duplicates(
+    session: Session,
+    matches: list[dedupe.Match],
+    work: list[_Item],
+    done: list[_Item],
+    params: DedupeParams,
+    *,
+    user: User,
+    policy: CodePolicy,
+) -> None:
+    """Store the candidates of the households written; hold or link as decided."""
+    if not matches:
+        return
+    lost = {i.household_id for i in work if i not in done}
+    kept = [m for m in matches if m.a not in lost and m.b not in lost]
+    ids = dedupe.store(session, kept)
+    linked = {
+        i.household_id: next(x.detail for x in i.issues if x.code == "duplicate_linked")
+        for i in done
+        if any(x.code == "duplicate_linked" for x in i.issues)
+    }
+    batch = {i.household_id for i in done}
+    # A pair whose newer member is already in the table (a concurrent batch drew larger ids).
+    dedupe.refresh_holds(
+        session, {m.b for m in kept if m.b not in batch}, actor=user, policy=policy
+    )
+    for match in kept:
+        detail = linked.get(match.b)
+        candidate_id = ids.get((match.a, match.b))
+        if candidate_id and detail is not None and detail["household_id"] == match.a:
+            dedupe.resolve(
+                session,
+                candidate_id,
+                action="merge",
+                keep=match.a,
+                actor=user,
+                automatic=True,
+                policy=policy,
+            )
 
 
 def _query(parsed: ParsedItem) -> Query:
@@ -526,6 +686,7 @@ _HOUSEHOLD_FIELDS = (
     "note",
     "issues",
     "captured_at",
+    "olc",
 )
 
 
@@ -543,8 +704,8 @@ def _write_households(
             # EWKT with repr() floats: exact, and cheaper to build than EWKB.
             geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
             fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
-            rows.append((item.household_id, *fields, geom, item.change_seq))
-        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq")
+            rows.append((item.household_id, *fields, geom, item.change_seq, item.address_code))
+        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq", "address_code")
         copy_rows(_cursor(session), "households", columns, rows)
     versions = [(i, 1, "submission") for i in new]
     versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
@@ -554,6 +715,7 @@ def _write_households(
 def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[str, Any]:
     p, h, placement = item.parsed, item.parsed.household, item.placement
     assert h is not None and placement is not None and placement.commune is not None
+    assert p.lat is not None and p.lon is not None
     hamlet = placement.hamlet
     return {
         "status": item.status,
@@ -576,6 +738,7 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
         "note": h.note,
         "issues": JsonValue([i.as_dict() for i in item.issues]),
         "captured_at": p.captured_at,
+        "olc": olc.encode(p.lat, p.lon, olc.CELL_DIGITS),
     }
 
 
@@ -682,7 +845,7 @@ def _result(item: _Item) -> dict[str, Any]:
         "id": _client_id(item),
         "status": item.status,
         "household_id": item.household_id if item.status != "rejected" else None,
-        "address_code": None,
+        "address_code": item.address_code,
         "issues": [i.as_dict() for i in item.issues],
     }
 
@@ -694,7 +857,7 @@ def _replay(stored: _Stored, item: _Item) -> dict[str, Any]:
             "id": str(stored.client_id),
             "status": stored.status,
             "household_id": stored.household_id,
-            "address_code": None,
+            "address_code": stored.address_code,
             "issues": stored.issues,
         }
     return _conflict(item, stored.payload, household_id=stored.household_id)

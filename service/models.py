@@ -175,6 +175,8 @@ class Household(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
     national_code: Mapped[str | None] = mapped_column(String(10), unique=True)
     change_seq: Mapped[int] = mapped_column(BigInteger)
+    olc: Mapped[str | None] = mapped_column(String(16))
+    address_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -232,6 +234,11 @@ class AddressCode(Base):
     superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("address_codes.id"))
     issued_at: Mapped[datetime] = _now()
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cell_key: Mapped[str] = mapped_column(String(48))
+    geom: Mapped[Any] = mapped_column(Geometry("POINT", srid=4326, spatial_index=False))
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"))
+    reason: Mapped[str] = mapped_column(String(32), server_default="intake")
+    superseded_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class AuditEvent(Base):
@@ -269,3 +276,7 @@ class ExportRun(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="running")
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    since_snapshot: Mapped[str | None] = mapped_column(Text)
+    snapshot: Mapped[str | None] = mapped_column(Text)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -84,6 +84,9 @@ class ImportReport(BaseModel):
     overlaps: list[OverlapOut]
     gaps: list[GapOut]
     warnings: list[str]
+    codes_issued: int = Field(
+        default=0, description="codes issued to households whose commune just got its postcode"
+    )
 
 
 class TeamIn(BaseModel):

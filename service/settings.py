@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.dedupe import DedupeParams
+
+_DEDUPE = DedupeParams()  # the defaults live with the scoring they tune
+
 
 class Settings(BaseSettings):
     """Every knob of the service; read once at start-up and passed down explicitly."""
@@ -39,6 +43,22 @@ class Settings(BaseSettings):
     max_capture_age_days: float = Field(default=90.0, gt=0)
     commune_tolerance_m: float = Field(
         default=1000.0, ge=0, description="How far outside a commune polygon a point may be"
+    )
+    # Duplicate detection: search radius max(floor, k × (accuracy_a + accuracy_b)), capped.
+    dedupe_floor_m: float = Field(default=_DEDUPE.floor_m, gt=0)
+    dedupe_k: float = Field(default=_DEDUPE.k, ge=0)
+    dedupe_cap_m: float = Field(default=_DEDUPE.cap_m, gt=0, le=1000)
+    dedupe_review_threshold: float = Field(
+        default=_DEDUPE.review_threshold, gt=0, le=1, description="Score that holds for review"
+    )
+    code_scheme: Literal["vpostcode", "olc"] = Field(
+        default="vpostcode", description="Address-code scheme for new codes"
+    )
+    code_move_m: float = Field(
+        default=5.0, gt=0, description="A correction moving a household further gets a new code"
+    )
+    dedupe_auto_link: bool = Field(
+        default=False, description="Merge exact re-captures (same name, phone, spot) unreviewed"
     )
 
     @field_validator("database_url")

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from geo.boundaries import UnitFeature, UnitLayer, read_units, sibling_gaps, sibling_overlaps
 from service import audit
+from service.codes import CodePolicy, issue_pending
 from service.errors import BadRequestError
 from service.models import AdminUnit, User
 from service.units import BEGINNING, current_units
@@ -74,7 +75,12 @@ class _Plan:
 
 
 def import_units(
-    session: Session, request: ImportRequest, *, actor: User | None, limits: ImportLimits
+    session: Session,
+    request: ImportRequest,
+    *,
+    actor: User | None,
+    limits: ImportLimits,
+    policy: CodePolicy | None = None,
 ) -> dict[str, Any]:
     """Read, check and write one layer of units; returns the import report."""
     _check_request(request)
@@ -99,6 +105,14 @@ def import_units(
     digest = hashlib.sha256(request.data).hexdigest()
     after = {"filename": request.filename, "sha256": digest, **_summary(report)}
     audit.record(session, actor=actor, action="units.import", entity="admin_unit", after=after)
+    if request.level == "commune":
+        # Households accepted while their commune had no postcode get their codes now.
+        with_postcode = [f.code for f in layer.features if f.postcode]
+        issued = issue_pending(
+            session, communes=with_postcode, policy=policy or CodePolicy(), actor=actor
+        )
+        if issued:
+            report["codes_issued"] = len(issued)
     return report
 
 

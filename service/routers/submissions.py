@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service import intake, submissions
+from service import codes, dedupe, intake, submissions
 from service.db import Database
 from service.deps import RoleGuard, SessionDep, SettingsDep, get_database
 from service.models import User
@@ -76,6 +76,8 @@ def intake_options(settings: Any) -> intake.IntakeOptions:
             future_tolerance_s=settings.future_tolerance_s,
             max_age_days=settings.max_capture_age_days,
         ),
+        dedupe=dedupe.params_from(settings),
+        codes=codes.policy_from(settings),
     )
 
 

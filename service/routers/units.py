@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from service import units
+from service import codes, units
 from service.deps import AdminUser, AnyUser, SessionDep, SettingsDep
 from service.errors import PayloadTooLargeError
 from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
@@ -95,7 +95,13 @@ async def import_layer(
         valid_from=units.as_aware(valid_from),
         close_missing=close_missing,
     )
-    report = import_units(session, request, actor=user, limits=import_limits(settings))
+    report = import_units(
+        session,
+        request,
+        actor=user,
+        limits=import_limits(settings),
+        policy=codes.policy_from(settings),
+    )
     session.commit()
     return report
 

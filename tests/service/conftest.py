@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import shapely
 from fastapi.testclient import TestClient
 from sqlalchemy import URL, create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,3 +70,90 @@ def count_rows(session: Session, model: Any) -> int:
     """Number of rows of a model's table (fresh read)."""
     session.expire_all()
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# Two communes side by side near Cao Lãnh; 98001 split into two hamlet polygons, 98002 has a
+# hamlet without polygon and no postcode.
+C1 = shapely.box(105.60, 10.40, 105.62, 10.42)
+C2 = shapely.box(105.62, 10.40, 105.64, 10.42)
+H1 = shapely.box(105.60, 10.40, 105.61, 10.42)
+H2 = shapely.box(105.61, 10.40, 105.62, 10.42)
+
+
+@pytest.fixture
+def area(client: TestClient, admin_headers: dict[str, str]) -> None:
+    """Province 98, communes 98001/98002, hamlets, and teams A (98001) and B (98002-01)."""
+    from tests.service.test_units_import import _fc, _feature, post_import
+
+    form = {"code_field": "code", "name_field": "name"}
+    layers = [
+        ("province", [_feature({"code": "98", "name": "Tỉnh Thử"}, shapely.union_all([C1, C2]))]),
+        (
+            "commune",
+            [
+                _feature({"code": "98001", "name": "Xã Một", "parent": "98", "pc": "98101"}, C1),
+                _feature({"code": "98002", "name": "Xã Hai", "parent": "98", "pc": None}, C2),
+            ],
+        ),
+        (
+            "hamlet",
+            [
+                _feature({"code": "98001-01", "name": "Ấp 1", "parent": "98001"}, H1),
+                _feature({"code": "98001-02", "name": "Ấp 2", "parent": "98001"}, H2),
+                _feature({"code": "98002-01", "name": "Ấp Một", "parent": "98002"}, None),
+            ],
+        ),
+    ]
+    for level, features in layers:
+        extra = {"postcode_field": "pc"} if level == "commune" else {}
+        if level != "province":
+            extra["parent_code_field"] = "parent"
+        response = post_import(
+            client, admin_headers, _fc(features), f"{level}.geojson", level=level, **form, **extra
+        )
+        assert response.status_code == 200, response.text
+    for name, units in (("Tổ A", ["98001"]), ("Tổ B", ["98002-01"])):
+        response = client.post(
+            "/api/v1/teams", json={"name": name, "units": units}, headers=admin_headers
+        )
+        assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def surveyor(area: None, make_token: Callable[..., str]) -> dict[str, str]:
+    """Headers of a surveyor of team A."""
+    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ A', name='An')}"}
+
+
+@pytest.fixture
+def surveyor_b(area: None, make_token: Callable[..., str]) -> dict[str, str]:
+    """Headers of a surveyor of team B."""
+    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ B', name='Bình')}"}
+
+
+@pytest.fixture
+def live_server(settings: Any) -> Iterator[str]:
+    """The app served by a real uvicorn on a loopback port (for parallel requests)."""
+    import socket
+
+    import uvicorn
+
+    from service.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", log_config=None
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -3,84 +3,43 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-import shapely
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.models import Household, HouseholdVersion, IntakeBatch, Submission
-from tests.service.conftest import count_rows
-from tests.service.test_units_import import _fc, _feature, post_import
+from tests.service.conftest import C1, C2, H1, H2, count_rows  # noqa: F401  (the test area)
 
-# Two communes side by side near Cao Lãnh; 98001 split into two hamlet polygons, 98002 has a
-# hamlet without polygon and no postcode.
-C1 = shapely.box(105.60, 10.40, 105.62, 10.42)
-C2 = shapely.box(105.62, 10.40, 105.64, 10.42)
-H1 = shapely.box(105.60, 10.40, 105.61, 10.42)
-H2 = shapely.box(105.61, 10.40, 105.62, 10.42)
 M_PER_DEG_LON = 109_500.0  # at 10.4° N
 
 
-@pytest.fixture
-def area(client: TestClient, admin_headers: dict[str, str]) -> None:
-    """Province 98, communes 98001/98002, hamlets, and teams A (98001) and B (98002-01)."""
-    form = {"code_field": "code", "name_field": "name"}
-    layers = [
-        ("province", [_feature({"code": "98", "name": "Tỉnh Thử"}, shapely.union_all([C1, C2]))]),
-        (
-            "commune",
-            [
-                _feature({"code": "98001", "name": "Xã Một", "parent": "98", "pc": "98101"}, C1),
-                _feature({"code": "98002", "name": "Xã Hai", "parent": "98", "pc": None}, C2),
-            ],
-        ),
-        (
-            "hamlet",
-            [
-                _feature({"code": "98001-01", "name": "Ấp 1", "parent": "98001"}, H1),
-                _feature({"code": "98001-02", "name": "Ấp 2", "parent": "98001"}, H2),
-                _feature({"code": "98002-01", "name": "Ấp Một", "parent": "98002"}, None),
-            ],
-        ),
-    ]
-    for level, features in layers:
-        extra = {"postcode_field": "pc"} if level == "commune" else {}
-        if level != "province":
-            extra["parent_code_field"] = "parent"
-        response = post_import(
-            client, admin_headers, _fc(features), f"{level}.geojson", level=level, **form, **extra
-        )
-        assert response.status_code == 200, response.text
-    for name, units in (("Tổ A", ["98001"]), ("Tổ B", ["98002-01"])):
-        response = client.post(
-            "/api/v1/teams", json={"name": name, "units": units}, headers=admin_headers
-        )
-        assert response.status_code == 201, response.text
+_calls = itertools.count()
 
 
-@pytest.fixture
-def surveyor(area: None, make_token: Callable[..., str]) -> dict[str, str]:
-    """Headers of a surveyor of team A."""
-    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ A', name='An')}"}
-
-
-@pytest.fixture
-def surveyor_b(area: None, make_token: Callable[..., str]) -> dict[str, str]:
-    """Headers of a surveyor of team B."""
-    return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ B', name='Bình')}"}
+@pytest.fixture(autouse=True)
+def _first_item_is_the_default() -> None:
+    """Each test's first ``item()`` is the documented default household."""
+    global _calls
+    _calls = itertools.count()
 
 
 def item(**changes: Any) -> dict[str, Any]:
-    """A valid item in hamlet 98001-01, with ``changes`` applied (dotted keys reach inside)."""
+    """A valid item in hamlet 98001-01, with ``changes`` applied (dotted keys reach inside).
+
+    Every call after a test's first is another household: ~55 m away, its own phone, so the
+    items of a test are not duplicate candidates of each other unless a test makes them so.
+    """
+    k = next(_calls)
     base: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "captured_at": (datetime.now(UTC) - timedelta(hours=3)).isoformat(),
@@ -96,6 +55,10 @@ def item(**changes: Any) -> dict[str, Any]:
         },
         "note": "",
     }
+    if k:
+        base["location"]["lat"] = 10.401 + (k % 35) * 0.0005
+        base["location"]["lon"] = 105.6055 + ((k - 1) // 35 % 8) * 0.0005
+        base["household"]["phone"] = f"0912 {k % 1_000_000:06d}"
     for key, value in changes.items():
         target = base
         *path, last = key.split("__")
@@ -479,34 +442,6 @@ def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
     retried = post(client, surveyor, items).json()["results"]
     assert [r["status"] for r in retried] == ["accepted", "accepted"]
     assert count_rows(db, Household) == 2 and count_rows(db, Submission) == 2
-
-
-@pytest.fixture
-def live_server(settings: Any) -> Iterator[str]:
-    """The app served by a real uvicorn on a loopback port (for parallel requests)."""
-    import socket
-
-    import uvicorn
-
-    from service.app import create_app
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", log_config=None
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_parallel_resends_of_the_same_id_create_one_household(

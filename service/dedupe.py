@@ -1,0 +1,818 @@
+"""Duplicate households: set-based candidate search in PostGIS, scoring by ``geo.dedupe``.
+
+Candidates are pairs of live households (``accepted`` or ``flagged``) that are within a search
+radius allowing for both GPS accuracies, or that share a normalised phone within a commune.
+Each pair is scored by ``geo.dedupe.score_pair``; pairs at or above the review threshold are
+stored in ``duplicate_candidates`` with their score and reasons.
+
+A stored open candidate *holds* its newer household (the larger id): it is ``flagged`` with a
+``possible_duplicate`` issue and gets no address code until every open candidate holding it is
+resolved. The older household keeps its status (and code). A household that already has an
+active address code is never held; its candidates still reach the review queue.
+
+Found on intake (each new household against the table and against the rest of its batch, in
+one query per batch) and by ``rescan`` (``diachiso dedupe``) for a whole unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extras import execute_values
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from geo.dedupe import (
+    DedupeParams,
+    HouseholdFacts,
+    PairScore,
+    max_search_radius_m,
+    score_pair,
+    search_radius_m,
+)
+from geo.issues import RULES, Issue, make_issue
+from service import audit, codes
+from service.codes import CodePolicy
+from service.errors import BadRequestError, ConflictError, NotFoundError
+from service.models import User
+from service.settings import Settings
+
+#: Households that take part in duplicate detection.
+LIVE = ("accepted", "flagged")
+#: Metres per degree of latitude, and the least per degree of longitude in Vietnam (23.4° N):
+#: the geometry pre-filter in degrees must cover the radius in every direction.
+_M_PER_DEG_MIN = 111_320 * math.cos(math.radians(23.5))
+
+
+def params_from(settings: Settings) -> DedupeParams:
+    """The detection parameters configured for this service."""
+    return DedupeParams(
+        floor_m=settings.dedupe_floor_m,
+        k=settings.dedupe_k,
+        cap_m=settings.dedupe_cap_m,
+        review_threshold=settings.dedupe_review_threshold,
+        auto_link=settings.dedupe_auto_link,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A household being checked (not yet in the table at intake time)."""
+
+    lon: float
+    lat: float
+    facts: HouseholdFacts
+    province_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A scored pair, ``a < b``; ``b`` is the newer household, the one held for review."""
+
+    a: int
+    b: int
+    distance_m: float
+    score: PairScore
+    commune_code: str | None
+    province_code: str | None
+
+    def qualifies(self, params: DedupeParams) -> bool:
+        """At or above the review threshold."""
+        return self.score.score >= params.review_threshold
+
+
+# --- candidate search ------------------------------------------------------------------------
+
+_FACT_COLUMNS = (
+    "h.id, h.hamlet_code, h.commune_code, h.head_name, h.house_number, h.phone, h.kind, "
+    "h.accuracy_m, h.province_code"
+)
+
+# New households (arrays) against the table: neighbours within the accuracy-scaled radius
+# (the GiST index answers the degree pre-filter; the sphere distance decides), plus households
+# of the same commune with the same phone (the partial phone index answers that).
+_PROBE_SQL = f"""
+WITH p AS (
+    SELECT t.id, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS g, t.acc, t.commune, t.phone
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
+                CAST(:acc AS float8[]), CAST(:commune AS text[]), CAST(:phone AS text[]))
+         AS t(id, lon, lat, acc, commune, phone)
+), near AS (
+    SELECT p.id AS probe, h.id AS other, ST_Distance(p.g::geography, h.geom::geography, false) AS d
+    FROM p JOIN households h ON ST_DWithin(h.geom, p.g, :deg)
+    WHERE h.status IN ('accepted', 'flagged')
+      AND ST_DWithin(p.g::geography, h.geom::geography, least(:cap, greatest(:floor,
+          :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc)))), false)
+    UNION
+    SELECT p.id, h.id, ST_Distance(p.g::geography, h.geom::geography, false)
+    FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
+    WHERE p.phone IS NOT NULL AND h.status IN ('accepted', 'flagged')
+)
+SELECT near.probe, near.d, {_FACT_COLUMNS} FROM near JOIN households h ON h.id = near.other
+"""
+
+# Every live household of some communes against the table (a re-scan).
+_SCAN_SQL = """
+WITH p AS (
+    SELECT id, geom AS g, accuracy_m AS acc, commune_code AS commune, phone
+    FROM households WHERE commune_code = ANY(:communes) AND status IN ('accepted', 'flagged')
+), near AS (
+    SELECT p.id AS probe, h.id AS other, ST_Distance(p.g::geography, h.geom::geography, false) AS d
+    FROM p JOIN households h ON ST_DWithin(h.geom, p.g, :deg)
+    WHERE h.status IN ('accepted', 'flagged') AND h.id <> p.id
+      AND (h.id > p.id OR h.commune_code IS DISTINCT FROM p.commune)
+      AND ST_DWithin(p.g::geography, h.geom::geography, least(:cap, greatest(:floor,
+          :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc)))), false)
+    UNION
+    SELECT p.id, h.id, ST_Distance(p.g::geography, h.geom::geography, false)
+    FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
+    WHERE p.phone IS NOT NULL AND h.id > p.id AND h.status IN ('accepted', 'flagged')
+)
+SELECT near.probe, near.other, near.d FROM near
+"""
+
+
+def _radius_params(params: DedupeParams) -> dict[str, float]:
+    cap = max_search_radius_m(params)
+    return {
+        "deg": cap / _M_PER_DEG_MIN,
+        "cap": cap,
+        "floor": params.floor_m,
+        "k": params.k,
+        "dacc": params.default_accuracy_m,
+    }
+
+
+def _facts(row: Sequence[Any]) -> tuple[HouseholdFacts, str | None]:
+    hid, hamlet, commune, name, number, phone, kind, accuracy, province = row
+    facts = HouseholdFacts(
+        id=hid,
+        hamlet_code=hamlet,
+        commune_code=commune,
+        head_name=name,
+        house_number=number,
+        phone=phone,
+        kind=kind,
+        accuracy_m=accuracy,
+    )
+    return facts, province
+
+
+def find_for_new(
+    session: Session,
+    probes: Sequence[Probe],
+    params: DedupeParams,
+) -> list[Match]:
+    """Scored pairs of new households (``probes``) with the table and with each other."""
+    if not probes:
+        return []
+    rows = session.execute(
+        text(_PROBE_SQL),
+        {
+            "ids": [p.facts.id for p in probes],
+            "lon": [p.lon for p in probes],
+            "lat": [p.lat for p in probes],
+            "acc": [p.facts.accuracy_m for p in probes],
+            "commune": [p.facts.commune_code for p in probes],
+            "phone": [p.facts.phone for p in probes],
+            **_radius_params(params),
+        },
+    ).all()
+    by_id = {p.facts.id: p for p in probes}
+    matches = []
+    for probe_id, distance, *fact_row in rows:
+        other, province = _facts(fact_row)
+        matches.append(_match(by_id[probe_id].facts, other, distance, province, params))
+    for left, right, distance in _pairs_within(probes, params):
+        matches.append(_match(left.facts, right.facts, distance, right.province_code, params))
+    return matches
+
+
+def _match(
+    one: HouseholdFacts,
+    other: HouseholdFacts,
+    distance: float,
+    province: str | None,
+    params: DedupeParams,
+) -> Match:
+    a, b = sorted((one, other), key=lambda f: f.id)
+    score = score_pair(a, b, float(distance), params)
+    return Match(a.id, b.id, float(distance), score, b.commune_code, province)
+
+
+def _pairs_within(
+    probes: Sequence[Probe], params: DedupeParams
+) -> Iterable[tuple[Probe, Probe, float]]:
+    """Pairs inside one batch: a grid of cap-sized cells, then the exact radius and phones."""
+    cap = max_search_radius_m(params)
+    cells: dict[tuple[int, int], list[tuple[Probe, float, float]]] = defaultdict(list)
+    phones: dict[tuple[str | None, str], list[Probe]] = defaultdict(list)
+    seen: set[tuple[int, int]] = set()
+    for probe in probes:
+        # Local metres (equirectangular): exact enough within a cell of tens of metres.
+        y = probe.lat * 110_540.0
+        x = probe.lon * 111_320.0 * math.cos(math.radians(probe.lat))
+        cells[(int(x // cap), int(y // cap))].append((probe, x, y))
+        if probe.facts.phone:
+            phones[(probe.facts.commune_code, probe.facts.phone)].append(probe)
+    for (cx, cy), members in cells.items():
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for left, lx, ly in members:
+                    for right, rx, ry in cells.get((cx + dx, cy + dy), ()):
+                        if left.facts.id >= right.facts.id:
+                            continue
+                        distance = math.hypot(lx - rx, ly - ry)
+                        radius = search_radius_m(
+                            left.facts.accuracy_m, right.facts.accuracy_m, params
+                        )
+                        if distance <= radius:
+                            seen.add((left.facts.id, right.facts.id))
+                            yield left, right, distance
+    for group in phones.values():
+        for i, left in enumerate(group):
+            for right in group[i + 1 :]:
+                a, b = sorted((left, right), key=lambda p: p.facts.id)
+                if (a.facts.id, b.facts.id) not in seen:
+                    yield a, b, _metres(a, b)
+
+
+def _metres(a: Probe, b: Probe) -> float:
+    lat = math.radians((a.lat + b.lat) / 2)
+    dy = (a.lat - b.lat) * 110_540.0
+    dx = (a.lon - b.lon) * 111_320.0 * math.cos(lat)
+    return math.hypot(dx, dy)
+
+
+# --- storing candidates and holding households -----------------------------------------------
+
+
+def store(session: Session, matches: Iterable[Match]) -> dict[tuple[int, int], int]:
+    """Upsert the candidates (an open one gets the new score); ids of those written."""
+    rows = [
+        (
+            m.a,
+            m.b,
+            m.province_code,
+            m.commune_code,
+            round(m.score.score, 4),
+            _reasons_json(m.score),
+            round(m.distance_m, 2),
+        )
+        for m in matches
+    ]
+    if not rows:
+        return {}
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    returned = execute_values(
+        cursor,
+        "INSERT INTO duplicate_candidates (household_a, household_b, province_code, commune_code, "
+        "score, reasons, distance_m) VALUES %s ON CONFLICT (household_a, household_b) DO UPDATE "
+        "SET score = EXCLUDED.score, reasons = EXCLUDED.reasons, distance_m = EXCLUDED.distance_m "
+        "WHERE duplicate_candidates.status = 'open' RETURNING household_a, household_b, id",
+        rows,
+        template="(%s, %s, %s, %s, %s, %s::jsonb, %s)",
+        page_size=1000,
+        fetch=True,
+    )
+    return {(a, b): cid for a, b, cid in returned}
+
+
+def _reasons_json(score: PairScore) -> str:
+    import orjson
+
+    return orjson.dumps([r.as_dict() for r in score.reasons]).decode()
+
+
+def hold_issue(candidates: Iterable[int], score: float) -> Issue:
+    """The ``possible_duplicate`` issue of a held household."""
+    detail = {"households": sorted(candidates), "score": round(score, 3)}
+    return make_issue("possible_duplicate", detail)
+
+
+_SNAPSHOT_SQL = """
+jsonb_build_object(
+    'status', h.status, 'commune_code', h.commune_code, 'hamlet_code', h.hamlet_code,
+    'accuracy_m', h.accuracy_m, 'mock_location', h.mock_location, 'head_name', h.head_name,
+    'house_number', h.house_number, 'street', h.street, 'phone', h.phone,
+    'phone_raw', h.phone_raw, 'kind', h.kind, 'members', h.members, 'note', h.note,
+    'lon', ST_X(h.geom), 'lat', ST_Y(h.geom), 'captured_at', h.captured_at,
+    'issues', (SELECT coalesce(jsonb_agg(i -> 'code'), '[]') FROM jsonb_array_elements(h.issues) i),
+    'merged_into_id', h.merged_into_id
+)"""
+
+
+def add_version(
+    session: Session,
+    household_id: int,
+    *,
+    reason: str,
+    actor: User | None,
+    note: dict[str, Any] | None = None,
+) -> int:
+    """Record the household's current state as a new version (after a change); its number."""
+    version = session.execute(
+        text(
+            "UPDATE households SET version = version + 1, updated_at = now(), "
+            "change_seq = nextval('household_change_seq') WHERE id = :id RETURNING version"
+        ),
+        {"id": household_id},
+    ).scalar_one()
+    session.execute(
+        text(
+            "INSERT INTO household_versions (household_id, version, actor_user_id, reason, data) "
+            f"SELECT h.id, h.version, :actor, :reason, {_SNAPSHOT_SQL} || CAST(:note AS jsonb) "
+            "FROM households h WHERE h.id = :id"
+        ),
+        {
+            "id": household_id,
+            "actor": actor.id if actor else None,
+            "reason": reason,
+            "note": _json(note or {}),
+        },
+    )
+    return int(version)
+
+
+def _json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def refresh_holds(
+    session: Session,
+    household_ids: Iterable[int],
+    *,
+    actor: User | None,
+    policy: CodePolicy | None = None,
+    hold_coded: bool = False,
+) -> dict[str, list[int]]:
+    """Hold or release each household as its open candidates now require.
+
+    Held: an open candidate has it as the newer member, the older member is live, and the
+    household has no active address code (or ``hold_coded``: a reviewer reopened the pair; the
+    code stays issued and the household is flagged until the pair is decided again).
+    Releasing removes the ``possible_duplicate`` issue, sets the status from the remaining
+    issues and issues the code the household was held back from. Returns the ids changed.
+    """
+    ids = sorted(set(household_ids))
+    if not ids:
+        return {"held": [], "released": []}
+    rows = session.execute(
+        text(
+            """
+            SELECT h.id, h.status, h.issues,
+                   (SELECT array_agg(c.household_a ORDER BY c.household_a)
+                    FROM duplicate_candidates c JOIN households o ON o.id = c.household_a
+                    WHERE c.household_b = h.id AND c.status = 'open'
+                      AND o.status IN ('accepted', 'flagged')) AS holders,
+                   (SELECT max(c.score) FROM duplicate_candidates c
+                    WHERE c.household_b = h.id AND c.status = 'open') AS score,
+                   EXISTS (SELECT 1 FROM address_codes a
+                           WHERE a.household_id = h.id AND a.status = 'active') AS coded
+            FROM households h WHERE h.id = ANY(:ids) FOR UPDATE OF h
+            """
+        ),
+        {"ids": ids},
+    ).all()
+    held, released = [], []
+    for hid, status, issues, holders, score, coded in rows:
+        if status not in LIVE:
+            continue
+        others = [i for i in issues if i.get("code") != "possible_duplicate"]
+        holding = any(i.get("code") == "possible_duplicate" for i in issues)
+        if holders and (hold_coded or not coded):
+            new_issues = [*others, hold_issue(holders, score or 0.0).as_dict()]
+            if holding and new_issues == issues and status == "flagged":
+                continue
+            _set_state(session, hid, "flagged", new_issues)
+            add_version(session, hid, reason="duplicate_hold", actor=actor)
+            held.append(hid)
+        elif holding:
+            new_status = _status_of(others)
+            _set_state(session, hid, new_status, others)
+            add_version(session, hid, reason="duplicate_release", actor=actor)
+            released.append(hid)
+    # Released and accepted: the code it was held back from.
+    codes.reconcile(
+        session, released, policy=policy or CodePolicy(), actor=actor, reason="duplicate_release"
+    )
+    return {"held": held, "released": released}
+
+
+def _status_of(issues: list[dict[str, Any]]) -> str:
+    effects = {RULES[i["code"]].effect for i in issues if i.get("code") in RULES}
+    return "flagged" if "flag" in effects else "accepted"
+
+
+def _set_state(session: Session, household_id: int, status: str, issues: list[Any]) -> None:
+    session.execute(
+        text(
+            "UPDATE households SET status = :status, issues = CAST(:issues AS jsonb) WHERE id = :id"
+        ),
+        {"id": household_id, "status": status, "issues": _json(issues)},
+    )
+
+
+# --- re-scan ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RescanReport:
+    """What a re-scan found and changed."""
+
+    communes: int = 0
+    households: int = 0
+    pairs_searched: int = 0
+    candidates: int = 0
+    removed: int = 0
+    held: int = 0
+    released: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON shape (CLI output, audit)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def communes_of(session: Session, unit: str | None) -> list[str]:
+    """Commune codes that hold households, of ``unit`` (any level) or of everything."""
+    query = "SELECT DISTINCT commune_code FROM households WHERE commune_code IS NOT NULL"
+    params: dict[str, Any] = {}
+    if unit:
+        query += (
+            " AND (commune_code = :unit OR province_code = :unit OR hamlet_code = :unit "
+            "OR commune_code IN (SELECT code FROM admin_units WHERE parent_code = :unit))"
+        )
+        params["unit"] = unit
+    return sorted(session.scalars(text(query + " ORDER BY 1"), params).all())
+
+
+def rescan(
+    session: Session,
+    communes: Sequence[str],
+    params: DedupeParams,
+    *,
+    actor: User | None,
+    progress: Callable[[int], None] | None = None,
+    policy: CodePolicy | None = None,
+) -> RescanReport:
+    """Re-run detection for every live household of ``communes`` (committed per commune).
+
+    Qualifying pairs are stored (open ones re-scored, resolved ones left alone); open candidates
+    touching the commune that no longer qualify (a threshold or boundary change) are removed;
+    holds follow. Everything is recorded in one ``duplicates.rescan`` audit event.
+    """
+    report = RescanReport()
+    radius = _radius_params(params)
+    for commune in communes:
+        rows = session.execute(text(_SCAN_SQL), {"communes": [commune], **radius}).all()
+        distances: dict[tuple[int, int], float] = {}
+        for probe, other, distance in rows:
+            distances[(min(probe, other), max(probe, other))] = float(distance)
+        facts = _fetch_facts(session, {i for pair in distances for i in pair})
+        matches = []
+        for (a, b), distance in distances.items():
+            fa, _ = facts[a]
+            fb, province = facts[b]
+            matches.append(_match(fa, fb, distance, province, params))
+        keep = [m for m in matches if m.qualifies(params)]
+        store(session, keep)
+        removed = _remove_stale(session, commune, {(m.a, m.b) for m in keep})
+        touched = {m.b for m in keep} | {b for _, b in removed}
+        changed = refresh_holds(session, touched, actor=actor, policy=policy)
+        report.communes += 1
+        report.households += int(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM households WHERE commune_code = :c "
+                    "AND status IN ('accepted', 'flagged')"
+                ),
+                {"c": commune},
+            )
+            or 0
+        )
+        report.pairs_searched += len(distances)
+        report.candidates += len(keep)
+        report.removed += len(removed)
+        report.held += len(changed["held"])
+        report.released += len(changed["released"])
+        session.commit()
+        if progress:
+            progress(1)
+    audit.record(
+        session,
+        actor=actor,
+        action="duplicates.rescan",
+        entity="duplicate_candidate",
+        after={"communes": len(communes), **report.as_dict()},
+    )
+    session.commit()
+    return report
+
+
+def _fetch_facts(session: Session, ids: set[int]) -> dict[int, tuple[HouseholdFacts, str | None]]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        text(f"SELECT {_FACT_COLUMNS} FROM households h WHERE h.id = ANY(:ids)"),
+        {"ids": list(ids)},
+    ).all()
+    return {row[0]: _facts(row) for row in rows}
+
+
+def _remove_stale(
+    session: Session, commune: str, keep: set[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    rows = session.execute(
+        text(
+            "SELECT c.id, c.household_a, c.household_b FROM duplicate_candidates c "
+            "JOIN households ha ON ha.id = c.household_a "
+            "JOIN households hb ON hb.id = c.household_b "
+            "WHERE c.status = 'open' AND (ha.commune_code = :c OR hb.commune_code = :c)"
+        ),
+        {"c": commune},
+    ).all()
+    stale = [(cid, a, b) for cid, a, b in rows if (a, b) not in keep]
+    if stale:
+        session.execute(
+            text("DELETE FROM duplicate_candidates WHERE id = ANY(:ids)"),
+            {"ids": [cid for cid, _, _ in stale]},
+        )
+    return [(a, b) for _, a, b in stale]
+
+
+# --- review: list, resolve, reopen -----------------------------------------------------------
+
+_CANDIDATE_COLUMNS = (
+    "c.id, c.household_a, c.household_b, c.score, c.reasons, c.distance_m, c.status, "
+    "c.commune_code, c.resolution, c.resolved_by, c.resolved_at, c.created_at"
+)
+
+
+def list_candidates(
+    session: Session,
+    *,
+    user: User,
+    unit: str | None,
+    status: str | None,
+    limit: int,
+    after_id: int | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of candidates (by id) touching ``unit``; each with its ``group``."""
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if status:
+        where.append("c.status = :status")
+        params["status"] = status
+    if unit:
+        where.append(
+            "EXISTS (SELECT 1 FROM households h WHERE h.id IN (c.household_a, c.household_b) "
+            "AND (h.hamlet_code = :unit OR h.commune_code = :unit OR h.province_code = :unit "
+            "OR h.commune_code IN (SELECT code FROM admin_units WHERE parent_code = :unit)))"
+        )
+        params["unit"] = unit
+    if after_id is not None:
+        where.append("c.id > :after")
+        params["after"] = after_id
+    rows = session.execute(
+        text(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM duplicate_candidates c "
+            f"WHERE {' AND '.join(where)} ORDER BY c.id LIMIT :limit"
+        ),
+        params,
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    groups = _groups(session, {r[1] for r in rows if r[6] == "open"})
+    items = [_candidate_out(row, groups) for row in rows]
+    audit.record(
+        session,
+        actor=user,
+        action="duplicates.read",
+        entity="duplicate_candidate",
+        after={"unit": unit, "status": status, "rows": len(items)},
+    )
+    session.commit()
+    return items, more
+
+
+def _groups(session: Session, households: set[int]) -> dict[int, int]:
+    """Each household's group among open candidates: the smallest id of its cluster."""
+    if not households:
+        return {}
+    rows = session.execute(
+        text(
+            """
+            WITH RECURSIVE comp(start, hid) AS (
+                SELECT x, x FROM unnest(CAST(:ids AS bigint[])) x
+                UNION
+                SELECT comp.start, CASE WHEN c.household_a = comp.hid
+                                        THEN c.household_b ELSE c.household_a END
+                FROM comp JOIN duplicate_candidates c
+                  ON (c.household_a = comp.hid OR c.household_b = comp.hid) AND c.status = 'open'
+            )
+            SELECT start, min(hid) FROM comp GROUP BY start
+            """
+        ),
+        {"ids": sorted(households)},
+    ).all()
+    return {start: group for start, group in rows}
+
+
+def _candidate_out(row: Sequence[Any], groups: dict[int, int]) -> dict[str, Any]:
+    cid, a, b, score, reasons, distance, status, commune, resolution, by, at, created = row
+    return {
+        "id": cid,
+        "group": groups.get(a, a),
+        "households": [a, b],
+        "held": b if status == "open" else None,
+        "score": score,
+        "reasons": reasons,
+        "distance_m": distance,
+        "status": status,
+        "commune_code": commune,
+        "resolution": resolution,
+        "resolved_by": by,
+        "resolved_at": at,
+        "created_at": created,
+    }
+
+
+def get_candidate(session: Session, candidate_id: int) -> dict[str, Any]:
+    """One candidate (API shape)."""
+    row = session.execute(
+        text(f"SELECT {_CANDIDATE_COLUMNS} FROM duplicate_candidates c WHERE c.id = :id"),
+        {"id": candidate_id},
+    ).first()
+    if row is None:
+        raise _candidate_not_found(candidate_id)
+    return _candidate_out(row, _groups(session, {row[1]} if row[6] == "open" else set()))
+
+
+def _lock_candidate(session: Session, candidate_id: int) -> Any:
+    row = session.execute(
+        text(
+            "SELECT id, household_a, household_b, status, resolution FROM duplicate_candidates "
+            "WHERE id = :id FOR UPDATE"
+        ),
+        {"id": candidate_id},
+    ).first()
+    if row is None:
+        raise _candidate_not_found(candidate_id)
+    return row
+
+
+def _lock_households(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    rows = session.execute(
+        text(
+            "SELECT id, status, issues, merged_into_id FROM households "
+            "WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+        ),
+        {"ids": list(ids)},
+    ).all()
+    return {row[0]: row for row in rows}
+
+
+def resolve(
+    session: Session,
+    candidate_id: int,
+    *,
+    action: str,
+    keep: int | None,
+    actor: User | None,
+    automatic: bool = False,
+    note: str | None = None,
+    policy: CodePolicy | None = None,
+) -> dict[str, Any]:
+    """Resolve an open candidate: ``merge`` into the ``keep`` household, or ``distinct``."""
+    _, a, b, status, _ = _lock_candidate(session, candidate_id)
+    if status != "open":
+        raise ConflictError(
+            f"Cặp nghi trùng {candidate_id} đã được xử lý ({status}); hãy mở lại trước.",
+            code="candidate_resolved",
+        )
+    households = _lock_households(session, (a, b))
+    resolution: dict[str, Any] = {"action": action}
+    if automatic:
+        resolution["automatic"] = True
+    if note:
+        resolution["note"] = note
+    touched = {a, b}
+    if action == "merge":
+        if keep is None or keep not in (a, b):
+            raise BadRequestError(
+                f"'keep' phải là một trong hai hộ {a} hoặc {b}.", code="keep_invalid"
+            )
+        loser = b if keep == a else a
+        for hid in (a, b):
+            if households[hid][1] not in LIVE:
+                raise ConflictError(
+                    f"Hộ {hid} không còn hiệu lực ({households[hid][1]}): không thể gộp.",
+                    code="household_not_live",
+                )
+        loser_status = households[loser][1]
+        resolution |= {"keep": keep, "loser": loser, "loser_status": loser_status}
+        session.execute(
+            text("UPDATE households SET status = 'merged', merged_into_id = :keep WHERE id = :id"),
+            {"keep": keep, "id": loser},
+        )
+        add_version(session, loser, reason="merged_into", actor=actor, note={"survivor": keep})
+        add_version(session, keep, reason="merge", actor=actor, note={"merged": loser})
+        touched |= _held_by(session, loser)
+    elif action != "distinct":
+        raise BadRequestError("'action' phải là 'merge' hoặc 'distinct'.", code="action_invalid")
+    session.execute(
+        text(
+            "UPDATE duplicate_candidates SET status = :status, resolution = CAST(:r AS jsonb), "
+            "resolved_by = :by, resolved_at = now() WHERE id = :id"
+        ),
+        {
+            "status": "merged" if action == "merge" else "distinct",
+            "r": _json(resolution),
+            "by": actor.id if actor else None,
+            "id": candidate_id,
+        },
+    )
+    refresh_holds(session, touched, actor=actor, policy=policy)
+    if action == "merge":
+        # The survivor first (it may just have been released), then the loser's code is
+        # superseded by the survivor's.
+        codes.reconcile(session, [a, b], policy=policy or CodePolicy(), actor=actor, reason="merge")
+    audit.record(
+        session,
+        actor=actor,
+        action=f"duplicates.{action}",
+        entity="duplicate_candidate",
+        entity_id=candidate_id,
+        after=resolution,
+    )
+    return get_candidate(session, candidate_id)
+
+
+def reopen(
+    session: Session,
+    candidate_id: int,
+    *,
+    actor: User | None,
+    policy: CodePolicy | None = None,
+) -> dict[str, Any]:
+    """Undo a resolution: a merge is split again (the loser regains its status), then open."""
+    _, a, b, status, resolution = _lock_candidate(session, candidate_id)
+    if status == "open":
+        raise ConflictError(f"Cặp nghi trùng {candidate_id} đang mở.", code="candidate_open")
+    touched = {a, b}
+    if status == "merged":
+        keep, loser = resolution["keep"], resolution["loser"]
+        households = _lock_households(session, (a, b))
+        _, loser_status, _, merged_into = households[loser]
+        if loser_status != "merged" or merged_into != keep or households[keep][1] not in LIVE:
+            raise ConflictError(
+                "Không thể hoàn tác: một trong hai hộ đã thay đổi sau khi gộp.",
+                code="merge_not_reversible",
+            )
+        session.execute(
+            text("UPDATE households SET status = :status, merged_into_id = NULL WHERE id = :id"),
+            {"status": resolution.get("loser_status", "flagged"), "id": loser},
+        )
+        codes.restore_after_unmerge(session, loser, actor=actor)
+        add_version(session, loser, reason="unmerged", actor=actor, note={"survivor": keep})
+        add_version(session, keep, reason="unmerge", actor=actor, note={"restored": loser})
+        touched |= _held_by(session, loser)
+    session.execute(
+        text(
+            "UPDATE duplicate_candidates SET status = 'open', resolution = NULL, "
+            "resolved_by = NULL, resolved_at = NULL WHERE id = :id"
+        ),
+        {"id": candidate_id},
+    )
+    refresh_holds(session, touched, actor=actor, policy=policy, hold_coded=True)
+    audit.record(
+        session,
+        actor=actor,
+        action="duplicates.reopen",
+        entity="duplicate_candidate",
+        entity_id=candidate_id,
+        before={"status": status, "resolution": resolution},
+    )
+    return get_candidate(session, candidate_id)
+
+
+def _held_by(session: Session, household_id: int) -> set[int]:
+    """Households whose open candidates name ``household_id`` as the older member."""
+    rows = session.scalars(
+        text(
+            "SELECT household_b FROM duplicate_candidates WHERE household_a = :id "
+            "AND status = 'open'"
+        ),
+        {"id": household_id},
+    ).all()
+    return set(rows)
+
+
+def _candidate_not_found(candidate_id: int) -> NotFoundError:
+    return NotFoundError(f"Không có cặp nghi trùng id {candidate_id}.", code="candidate_not_found")
