@@ -114,6 +114,7 @@ class EvalSet:
     cases: dict[str, str]  # variant item id → case name (RESURVEY, COMPOUND, …)
     anchors: dict[str, str]  # variant item id → the base item it was made from (or named after)
     commune_of: dict[str, str]  # hamlet code → commune code
+    province: DemoProvince  # the units the items were captured in (to load into a service)
 
     def items(self) -> list[Item]:
         """Base and variant items together."""
@@ -192,6 +193,7 @@ def generate_eval_set(
         cases=builder.cases,
         anchors=builder.anchors_of,
         commune_of={h.code: h.parent_code or "" for h in province.hamlets},
+        province=province,
     )
 
 

@@ -16,20 +16,17 @@ import os
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import psycopg2
 from benchlib import (
-    HOUSEHOLD_COPY_COLUMNS,
     RssSampler,
     bench_database,
     bench_province,
     exit_on_sigterm,
-    household_copy_text,
-    household_items,
+    fill_households,
     libpq_url,
     load_province,
     print_table,
@@ -39,7 +36,6 @@ from benchlib import (
 from pydantic import SecretStr
 from sqlalchemy import make_url
 
-from geo import olc
 from service import accounts, exports
 from service.db import open_database
 from service.settings import Settings, sqlalchemy_url
@@ -68,40 +64,6 @@ def parse_args() -> argparse.Namespace:
     if args.n < 1 or not set(args.formats) <= set(FORMATS):
         parser.error(f"--n must be positive and --formats a subset of {','.join(FORMATS)}")
     return args
-
-
-def fill(url: str, province: Any, n: int, seed: int) -> None:
-    """``n`` accepted households, as intake leaves them (unit ids, OLC), analysed."""
-    now = datetime.now(UTC) - timedelta(days=1)
-    items = household_items(province, n=n, seed=seed, now=now)
-    copy_text = household_copy_text(items, province_code=province.province.code)
-    codes = "".join(
-        f"{i + 1}\t{olc.encode(it['location']['lat'], it['location']['lon'], 11)}\n"
-        for i, it in enumerate(items)
-    )
-    del items
-    with psycopg2.connect(libpq_url(url)) as conn, conn.cursor() as cur:
-        cur.copy_expert(
-            f"COPY households ({HOUSEHOLD_COPY_COLUMNS}) FROM STDIN", io.StringIO(copy_text)
-        )
-        cur.execute("CREATE TEMP TABLE olc_fill (id bigint PRIMARY KEY, olc text)")
-        cur.copy_expert("COPY olc_fill FROM STDIN", io.StringIO(codes))
-        cur.execute(
-            """
-            UPDATE households h SET olc = f.olc,
-                commune_unit_id = (SELECT id FROM admin_units u WHERE u.code = h.commune_code
-                                   AND u.level = 'commune' AND u.valid_to IS NULL),
-                hamlet_unit_id = (SELECT id FROM admin_units u WHERE u.code = h.hamlet_code
-                                  AND u.level = 'hamlet' AND u.valid_to IS NULL)
-            FROM olc_fill f WHERE f.id = h.id
-            """
-        )
-        cur.execute("SELECT setval(pg_get_serial_sequence('households', 'id'), %s)", (n,))
-    conn.close()
-    with psycopg2.connect(libpq_url(url)) as conn:
-        conn.autocommit = True
-        conn.cursor().execute("VACUUM (FREEZE, ANALYZE) households")
-    conn.close()
 
 
 def postal_token(url: str) -> str:
@@ -234,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("loading units and households", flush=True)
         load_province(database.url, province, surveyors=0)
         started = time.perf_counter()
-        fill(database.url, province, args.n, args.seed)
+        fill_households(database.url, province, args.n, args.seed)
         print(f"  {args.n:,} households in {time.perf_counter() - started:.1f} s", flush=True)
         token = postal_token(database.url)
         unit, unit_rows = small_unit(database.url, args.n)

@@ -7,6 +7,7 @@ memory and CPU sampling from ``/proc``, percentiles and the summary table. Loopb
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import shapely
 from pydantic import SecretStr
 from sqlalchemy import make_url
 
+from geo import olc
 from geo.demo import DemoProvince, generate_households, generate_province
 from service import accounts, migrate
 from service.db import open_database
@@ -395,6 +397,42 @@ def _copy_line(n: int, item: dict[str, Any], geom: str, province_code: str) -> s
 
 def _copy_text(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def fill_households(url: str, province: DemoProvince, n: int, seed: int) -> None:
+    """``n`` accepted households, as intake leaves them (unit ids, OLC), analysed."""
+    now = datetime.now(UTC) - timedelta(days=1)
+    items = household_items(province, n=n, seed=seed, now=now)
+    copy_text = household_copy_text(items, province_code=province.province.code)
+    codes = "".join(
+        f"{i + 1}\t{olc.encode(it['location']['lat'], it['location']['lon'], 11)}\n"
+        for i, it in enumerate(items)
+    )
+    del items
+    with psycopg2.connect(libpq_url(url)) as conn, conn.cursor() as cur:
+        cur.copy_expert(
+            f"COPY households ({HOUSEHOLD_COPY_COLUMNS}) FROM STDIN", io.StringIO(copy_text)
+        )
+        cur.execute("CREATE TEMP TABLE olc_fill (id bigint PRIMARY KEY, olc text)")
+        cur.copy_expert("COPY olc_fill FROM STDIN", io.StringIO(codes))
+        cur.execute(
+            """
+            UPDATE households h SET olc = f.olc,
+                commune_unit_id = (SELECT id FROM admin_units u WHERE u.code = h.commune_code
+                                   AND u.level = 'commune' AND u.valid_to IS NULL),
+                hamlet_unit_id = (SELECT id FROM admin_units u WHERE u.code = h.hamlet_code
+                                  AND u.level = 'hamlet' AND u.valid_to IS NULL)
+            FROM olc_fill f WHERE f.id = h.id
+            """
+        )
+        cur.execute("SELECT setval(pg_get_serial_sequence('households', 'id'), %s)", (n,))
+    conn.close()
+    conn = psycopg2.connect(libpq_url(url))
+    try:
+        conn.autocommit = True  # VACUUM refuses to run in a transaction block
+        conn.cursor().execute("VACUUM (FREEZE, ANALYZE) households")
+    finally:
+        conn.close()
 
 
 # --- figures ------------------------------------------------------------------------------

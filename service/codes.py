@@ -275,6 +275,40 @@ def _supersede(session: Session, code_id: int, successor_id: int | None, *, why:
     )
 
 
+def active_codes(session: Session, household_ids: Sequence[int]) -> dict[int, str]:
+    """The active code of each household that has one."""
+    rows = session.execute(
+        text(
+            "SELECT household_id, code FROM address_codes "
+            "WHERE household_id = ANY(:ids) AND status = 'active'"
+        ),
+        {"ids": list(household_ids)},
+    ).all()
+    return {hid: code for hid, code in rows}
+
+
+def retire(session: Session, code: str, *, why: str, actor: User | None) -> bool:
+    """Undo an issuance (a reviewer reopened the decision that earned it): the code is
+    superseded without a successor (never reissued) and the household has no code again."""
+    row = session.execute(
+        text("SELECT id, household_id FROM address_codes WHERE code = :c AND status = 'active'"),
+        {"c": code},
+    ).first()
+    if row is None:
+        return False
+    _supersede(session, row[0], None, why=why)
+    _mirror(session, {row[1]: None})
+    audit.record(
+        session,
+        actor=actor,
+        action="codes.retire",
+        entity="address_code",
+        entity_id=code,
+        after={"household_id": row[1], "reason": why},
+    )
+    return True
+
+
 def restore_after_unmerge(session: Session, household_id: int, *, actor: User | None) -> str | None:
     """Undoing a merge gives the household back the code the merge superseded (if any)."""
     row = session.execute(

@@ -697,6 +697,7 @@ def resolve(
             code="candidate_resolved",
         )
     households = _lock_households(session, (a, b))
+    coded_before = codes.active_codes(session, (a, b))
     resolution: dict[str, Any] = {"action": action}
     if automatic:
         resolution["automatic"] = True
@@ -743,6 +744,18 @@ def resolve(
         # The survivor first (it may just have been released), then the loser's code is
         # superseded by the survivor's.
         codes.reconcile(session, [a, b], policy=policy or CodePolicy(), actor=actor, reason="merge")
+    # Codes this decision earned (a released household's): reopening it retires them.
+    issued = {
+        str(hid): code
+        for hid, code in codes.active_codes(session, (a, b)).items()
+        if coded_before.get(hid) != code
+    }
+    if issued:
+        resolution["issued_codes"] = issued
+        session.execute(
+            text("UPDATE duplicate_candidates SET resolution = CAST(:r AS jsonb) WHERE id = :id"),
+            {"r": _json(resolution), "id": candidate_id},
+        )
     audit.record(
         session,
         actor=actor,
@@ -766,6 +779,8 @@ def reopen(
     if status == "open":
         raise ConflictError(f"Cặp nghi trùng {candidate_id} đang mở.", code="candidate_open")
     touched = {a, b}
+    for code in (resolution or {}).get("issued_codes", {}).values():
+        codes.retire(session, code, why="reopened", actor=actor)
     if status == "merged":
         keep, loser = resolution["keep"], resolution["loser"]
         households = _lock_households(session, (a, b))

@@ -314,3 +314,35 @@ def test_auto_link_merges_exact_recaptures_when_enabled(
         other = one(client, headers, at(3, name="Nguyễn Văn Anh"))
         assert other["status"] in ("flagged", "accepted")
         assert "duplicate_linked" not in codes(other)
+
+
+def test_merge_then_reopen_restores_both_households_exactly(
+    client: TestClient, surveyor: dict[str, str], reviewer: dict[str, str]
+) -> None:
+    older = one(client, surveyor, at(0))["household_id"]
+    newer = one(client, surveyor, at(4, house_number="12/3A"))["household_id"]
+    # What must come back: everything but the bookkeeping of versions and change times.
+    bookkeeping = {"version", "updated_at", "history"}
+
+    def state(hid: int) -> dict[str, Any]:
+        return {k: v for k, v in household(client, reviewer, hid).items() if k not in bookkeeping}
+
+    before = {hid: state(hid) for hid in (older, newer)}
+    [pair] = candidates(client, reviewer)
+    for keep in (older, newer):
+        merged = client.post(
+            f"/api/v1/duplicates/{pair['id']}/resolve",
+            json={"action": "merge", "keep": keep},
+            headers=reviewer,
+        )
+        assert merged.status_code == 200
+        assert state(older) != before[older] or state(newer) != before[newer]
+        client.post(f"/api/v1/duplicates/{pair['id']}/reopen", headers=reviewer)
+        after = {hid: state(hid) for hid in (older, newer)}
+        for hid in (older, newer):
+            diff = {
+                k: (before[hid][k], after[hid][k])
+                for k in before[hid]
+                if before[hid][k] != after[hid][k]
+            }
+            assert not diff, (keep, hid, diff)
