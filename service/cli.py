@@ -308,9 +308,9 @@ def issue_codes_cmd(
 @app.command(name="export")
 def export_cmd(
     fmt: Annotated[str, typer.Option("--format", help="csv, geojson or gpkg")] = "csv",
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")] = Path(
-        "households.csv"
-    ),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (households.FORMAT)")
+    ] = None,
     unit: Annotated[str | None, typer.Option("--unit", help="Code of any level")] = None,
     status: Annotated[str | None, typer.Option(help="Comma list (default accepted)")] = None,
     since: Annotated[str | None, typer.Option(help="Cursor of an earlier export")] = None,
@@ -319,6 +319,7 @@ def export_cmd(
     from service import exports
 
     settings = _settings()
+    output = output or Path(f"households.{fmt}")
     with _database(settings) as database:
         try:
             request = exports.ExportRequest(

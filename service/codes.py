@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from geo import codes as geo_codes
 from geo.errors import GeoError, PostcodeError
 from service import audit
+from service.bulk import copy_rows
 from service.errors import BadRequestError, NotFoundError
 from service.models import User
 
@@ -112,8 +113,27 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
     return planned
 
 
-def write(session: Session, planned: Sequence[Planned], *, reason: str) -> dict[int, int]:
-    """Insert the planned codes; code id by household id."""
+_CODE_COLUMNS = (
+    "code",
+    "scheme",
+    "postcode",
+    "olc",
+    "sub_index",
+    "cell_key",
+    "household_id",
+    "commune_unit_id",
+    "province_code",
+    "geom",
+    "submission_id",
+    "reason",
+)
+
+
+def write(
+    session: Session, planned: Sequence[Planned], *, reason: str, returning: bool = True
+) -> dict[int, int]:
+    """Insert the planned codes; code id by household id (``returning=False``: one COPY, the
+    intake path, which needs no ids)."""
     if not planned:
         return {}
     rows = [
@@ -134,10 +154,12 @@ def write(session: Session, planned: Sequence[Planned], *, reason: str) -> dict[
         for p in planned
     ]
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if not returning:
+        copy_rows(cursor, "address_codes", _CODE_COLUMNS, rows)
+        return {}
     returned = execute_values(
         cursor,
-        "INSERT INTO address_codes (code, scheme, postcode, olc, sub_index, cell_key, "
-        "household_id, commune_unit_id, province_code, geom, submission_id, reason) VALUES %s "
+        f"INSERT INTO address_codes ({', '.join(_CODE_COLUMNS)}) VALUES %s "
         "RETURNING household_id, id",
         rows,
         page_size=1000,

@@ -234,7 +234,7 @@ def _process(
     done = [i for i in work if i.submission_id in claimed]
     planned = _plan_codes(session, index, done, policy)
     _write_households(session, index, done, user=user)
-    codes.write(session, planned, reason="intake")
+    codes.write(session, planned, reason="intake", returning=False)
     updated = [i.household_id for i in done if i.parsed.household_ref is not None]
     by_household = {i.household_id: i for i in done}
     for household_id, code in _codes_of(session, updated, policy, user=user).items():

@@ -32,6 +32,7 @@ CREATE INDEX households_change_xid_idx ON households (change_xid);
 CREATE FUNCTION households_stamp_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.change_xid := pg_current_xact_id();
+    NEW.updated_at := now();
     RETURN NEW;
 END $$;
 CREATE TRIGGER households_stamp_change BEFORE UPDATE ON households

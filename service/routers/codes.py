@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
-from service import codes
+from service import audit, codes
 from service.deps import ANY_ROLE, SessionDep
 from service.models import User
 
@@ -46,4 +46,17 @@ def decode_code(
     user: Annotated[User, Depends(ANY_ROLE)],
 ) -> dict[str, Any]:
     """Validates the format (a legacy 6-digit postcode is refused with an explanation)."""
-    return codes.decode(session, code, user=user)
+    decoded = codes.decode(session, code, user=user)
+    household = decoded["household"]
+    if household is not None and "head_name" in household:
+        # Personal data was shown: recorded like every household read.
+        audit.record(
+            session,
+            actor=user,
+            action="codes.decode",
+            entity="household",
+            entity_id=household["id"],
+            after={"code": decoded["code"]},
+        )
+        session.commit()
+    return decoded
