@@ -53,6 +53,7 @@ RULES: dict[str, Rule] = {
         Rule("postcode_missing", "warn", "Xã/phường chưa có mã bưu chính: mã địa chỉ sẽ được cấp khi có mã bưu chính."),
         Rule("mock_location", "flag", "Thiết bị báo vị trí giả lập."),
         Rule("possible_duplicate", "flag", "Có thể trùng với hộ đã thu thập: chờ kiểm duyệt."),
+        Rule("sent_back", "flag", "Người kiểm duyệt trả lại để xác minh: {reason}"),
         Rule("duplicate_linked", "info", "Trùng khớp hoàn toàn với hộ {household_id} (cùng tên, số điện thoại, vị trí): đã tự động gộp vào hộ đó."),
     )
 }  # fmt: skip

@@ -23,6 +23,7 @@ from service.routers import (
     exports,
     health,
     households,
+    reviews,
     submissions,
     units,
 )
@@ -40,6 +41,7 @@ ROUTERS = (
     duplicates.router,
     exports.router,
     codes.router,
+    reviews.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.

@@ -92,47 +92,62 @@ _FACT_COLUMNS = (
     "h.accuracy_m, h.province_code"
 )
 
+# Distances in local metres (equirectangular at the probe's latitude): within the tens of
+# metres compared here the error is far below GPS accuracy, and it costs a few multiplications
+# where a geography distance costs a spheroid computation (the search is dominated by it).
+_METRES = """sqrt(power((ST_X(h.geom) - p.lon) * 111320.0 * cos(radians(p.lat)), 2)
+                + power((ST_Y(h.geom) - p.lat) * 110540.0, 2))"""
+_RADIUS = """least(:cap, greatest(:floor,
+                 :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc))))"""
+
 # New households (arrays) against the table: neighbours within the accuracy-scaled radius
-# (the GiST index answers the degree pre-filter; the sphere distance decides), plus households
-# of the same commune with the same phone (the partial phone index answers that).
+# (the GiST index answers the bounding box), plus households of the same commune with the
+# same phone (the partial phone index answers that).
 _PROBE_SQL = f"""
 WITH p AS (
-    SELECT t.id, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS g, t.acc, t.commune, t.phone
+    SELECT t.id, t.lon, t.lat, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS g, t.acc,
+           t.commune, t.phone
     FROM unnest(CAST(:ids AS bigint[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
                 CAST(:acc AS float8[]), CAST(:commune AS text[]), CAST(:phone AS text[]))
          AS t(id, lon, lat, acc, commune, phone)
 ), near AS (
-    SELECT p.id AS probe, h.id AS other, ST_Distance(p.g::geography, h.geom::geography, false) AS d
-    FROM p JOIN households h ON ST_DWithin(h.geom, p.g, :deg)
+    SELECT p.id AS probe, h.id AS other, {_METRES} AS d, {_RADIUS} AS r
+    FROM p JOIN households h ON h.geom && ST_Expand(p.g, :deg)
     WHERE h.status IN ('accepted', 'flagged')
-      AND ST_DWithin(p.g::geography, h.geom::geography, least(:cap, greatest(:floor,
-          :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc)))), false)
-    UNION
-    SELECT p.id, h.id, ST_Distance(p.g::geography, h.geom::geography, false)
+), phone AS (
+    SELECT p.id AS probe, h.id AS other, {_METRES} AS d
     FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
     WHERE p.phone IS NOT NULL AND h.status IN ('accepted', 'flagged')
+), pairs AS (
+    SELECT probe, other, d FROM near WHERE d <= r
+    UNION ALL
+    SELECT probe, other, d FROM phone
+    WHERE NOT EXISTS (SELECT 1 FROM near WHERE near.probe = phone.probe
+                      AND near.other = phone.other AND near.d <= near.r)
 )
-SELECT near.probe, near.d, {_FACT_COLUMNS} FROM near JOIN households h ON h.id = near.other
+SELECT pairs.probe, pairs.d, {_FACT_COLUMNS} FROM pairs JOIN households h ON h.id = pairs.other
 """
 
-# Every live household of some communes against the table (a re-scan).
-_SCAN_SQL = """
+# Every live household of some communes against the table (a re-scan). ``+ 0`` on both ids: a
+# bare ``h.id > p.id`` invites the planner to AND a primary-key range of half the table into
+# every probe (quadratic on a province). Each pair once: the larger id finds it, unless the
+# other lies in another commune (then both sides may; the caller keeps one).
+_SCAN_SQL = f"""
 WITH p AS (
-    SELECT id, geom AS g, accuracy_m AS acc, commune_code AS commune, phone
+    SELECT id, ST_X(geom) AS lon, ST_Y(geom) AS lat, geom AS g, accuracy_m AS acc,
+           commune_code AS commune, phone
     FROM households WHERE commune_code = ANY(:communes) AND status IN ('accepted', 'flagged')
 ), near AS (
-    SELECT p.id AS probe, h.id AS other, ST_Distance(p.g::geography, h.geom::geography, false) AS d
-    FROM p JOIN households h ON ST_DWithin(h.geom, p.g, :deg)
-    WHERE h.status IN ('accepted', 'flagged') AND h.id <> p.id
-      AND (h.id > p.id OR h.commune_code IS DISTINCT FROM p.commune)
-      AND ST_DWithin(p.g::geography, h.geom::geography, least(:cap, greatest(:floor,
-          :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc)))), false)
-    UNION
-    SELECT p.id, h.id, ST_Distance(p.g::geography, h.geom::geography, false)
-    FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
-    WHERE p.phone IS NOT NULL AND h.id > p.id AND h.status IN ('accepted', 'flagged')
+    SELECT p.id AS probe, h.id AS other, {_METRES} AS d, {_RADIUS} AS r
+    FROM p JOIN households h ON h.geom && ST_Expand(p.g, :deg)
+    WHERE h.status IN ('accepted', 'flagged') AND h.id + 0 <> p.id + 0
+      AND (h.id + 0 > p.id + 0 OR h.commune_code IS DISTINCT FROM p.commune)
 )
-SELECT near.probe, near.other, near.d FROM near
+SELECT probe, other, d FROM near WHERE d <= r
+UNION ALL
+SELECT p.id, h.id, {_METRES}
+FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
+WHERE p.phone IS NOT NULL AND h.id + 0 > p.id + 0 AND h.status IN ('accepted', 'flagged')
 """
 
 
