@@ -565,7 +565,10 @@ def _remove_stale(
 
 _CANDIDATE_COLUMNS = (
     "c.id, c.household_a, c.household_b, c.score, c.reasons, c.distance_m, c.status, "
-    "c.commune_code, c.resolution, c.resolved_by, c.resolved_at, c.created_at"
+    "c.commune_code, c.resolution, c.resolved_by, c.resolved_at, c.created_at, "
+    # Held: the newer household is flagged by this pair (not when it already had a code).
+    "(c.status = 'open' AND EXISTS (SELECT 1 FROM households hb WHERE hb.id = c.household_b "
+    "AND hb.issues @> '[{\"code\": \"possible_duplicate\"}]')) AS held"
 )
 
 
@@ -640,12 +643,12 @@ def _groups(session: Session, households: set[int]) -> dict[int, int]:
 
 
 def _candidate_out(row: Sequence[Any], groups: dict[int, int]) -> dict[str, Any]:
-    cid, a, b, score, reasons, distance, status, commune, resolution, by, at, created = row
+    cid, a, b, score, reasons, distance, status, commune, resolution, by, at, created, held = row
     return {
         "id": cid,
         "group": groups.get(a, a),
         "households": [a, b],
-        "held": b if status == "open" else None,
+        "held": b if held else None,
         "score": score,
         "reasons": reasons,
         "distance_m": distance,
