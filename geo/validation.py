@@ -13,7 +13,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 import orjson
@@ -200,6 +200,9 @@ def _parse_id(value: object, found: _Findings) -> uuid.UUID | None:
     return None
 
 
+_MAX_UTC_OFFSET = timedelta(hours=14)
+
+
 def _parse_captured_at(
     value: object, found: _Findings, *, now: datetime, limits: Limits
 ) -> datetime | None:
@@ -228,7 +231,10 @@ def _aware_datetime(value: object) -> datetime | None:
     except ValueError:
         return None
     # Without an offset the phone's local time is ambiguous: refuse rather than guess +07:00.
-    return moment if moment.utcoffset() is not None else None
+    offset = moment.utcoffset()
+    if offset is None or abs(offset) > _MAX_UTC_OFFSET:
+        return None  # no clock on Earth is more than 14 hours from UTC
+    return moment
 
 
 def _parse_location(value: object, found: _Findings, *, limits: Limits) -> _Location:

@@ -568,7 +568,7 @@ _CANDIDATE_COLUMNS = (
     "c.commune_code, c.resolution, c.resolved_by, c.resolved_at, c.created_at, "
     # Held: the newer household is flagged by this pair (not when it already had a code).
     "(c.status = 'open' AND EXISTS (SELECT 1 FROM households hb WHERE hb.id = c.household_b "
-    "AND hb.issues @> '[{\"code\": \"possible_duplicate\"}]')) AS held"
+    'AND hb.issues @> \'[{"code": "possible_duplicate"}]\')) AS held'
 )
 
 

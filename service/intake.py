@@ -164,15 +164,16 @@ def _fail(database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: 
 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
-    parsed = parse_item(raw, now=now, limits=limits)
     canonical = canonical_json(raw)
+    stored = _storable(raw, canonical)
+    # Issues name fields by their keys: parse the NUL-free copy so no issue carries a NUL.
+    parsed = parse_item(stored, now=now, limits=limits)
     item = _Item(index=index, raw=raw, sha256=hashlib.sha256(canonical).hexdigest(), parsed=parsed)
     item.payload_json = canonical.decode()
-    stored = _storable(raw, canonical)
     if stored is not raw:
         # jsonb cannot hold U+0000: keep a marked copy in the log (the body has the original)
         # and reject the item, naming the fields that carried it.
-        fields = [d["path"] for d in payload_diff(raw, stored)]
+        fields = [d["path"].replace("\x00", "\ufffd") for d in payload_diff(raw, stored)]
         nul = [make_issue("item_invalid", {"field": f}) for f in fields]
         item.parsed = replace(parsed, issues=[*parsed.issues, *nul], household=None)
         item.stored = stored

@@ -109,6 +109,13 @@ class RequestLogMiddleware:
             await send(message)
 
         try:
+            if _has_nul(scope):
+                # PostgreSQL cannot store or compare text holding NUL: refuse it up front.
+                response = problem(
+                    422, "request_invalid", "Đường dẫn hoặc tham số chứa ký tự NUL (0x00)."
+                )
+                await response(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             # Answered here rather than by Starlette's outermost handler, so the 500 still
@@ -133,6 +140,11 @@ class RequestLogMiddleware:
             }
             log.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
             current_request_id.reset(token)
+
+
+def _has_nul(scope: Scope) -> bool:
+    query = scope.get("query_string", b"").lower()
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from service import audit
-from service.errors import NotFoundError
+from service.errors import BadRequestError, NotFoundError
 from service.models import AdminUnit, User
 
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
@@ -20,10 +20,21 @@ LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def as_aware(value: datetime | None) -> datetime | None:
-    """``value`` with a timezone; a bare date/time is taken as Vietnam local time."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=LOCAL_TZ)
+    """``value`` in UTC; a bare date/time is taken as Vietnam local time.
+
+    In UTC because PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 parsers accept; a
+    time that cannot be expressed in UTC (year 1 minus an offset) is a 422 ``time_invalid``.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=LOCAL_TZ)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise BadRequestError(
+            f"Thời điểm {value.isoformat()} nằm ngoài khoảng hợp lệ.", code="time_invalid"
+        ) from exc
 
 
 def current_units(at: datetime | None = None) -> list[ColumnElement[bool]]:

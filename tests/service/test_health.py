@@ -143,3 +143,11 @@ def test_request_ids_reach_the_response_and_the_audit_trail(
         ).scalar_one()
     engine.dispose()
     assert rid == "req-42"
+
+
+def test_nul_in_a_path_or_query_is_a_clean_422(client: TestClient) -> None:
+    # Found by schemathesis: psycopg2 refuses NUL in a parameter, which surfaced as a 500.
+    for url in ("/api/v1/units?parent=a%00b", "/api/v1/units/a%00b"):
+        response = client.get(url)
+        assert response.status_code == 422 and response.json()["code"] == "request_invalid"
+        assert response.headers["x-request-id"]

@@ -542,3 +542,40 @@ def test_submission_times_without_offset_are_vietnam_time(
     since = (now_vn - timedelta(minutes=10)).replace(tzinfo=None).isoformat()
     found = client.get("/api/v1/submissions", params={"since": since}, headers=surveyor)
     assert found.status_code == 200 and len(found.json()["items"]) == 1
+
+
+def test_times_postgresql_cannot_store_are_refused_cleanly(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    # Found by schemathesis: ISO 8601 parsers accept offsets PostgreSQL refuses (±16 h and
+    # beyond); such an item is rejected as invalid and the batch still answers 200.
+    odd = one(client, surveyor, item(captured_at="2026-11-20T08:31:05+21:33"))
+    assert odd["status"] == "rejected" and {"field": "captured_at"} in [
+        i["detail"] for i in odd["issues"]
+    ]
+    assert db.scalar(text("SELECT count(*) FROM submissions WHERE status = 'error'")) == 0
+    far = client.get(
+        "/api/v1/submissions", params={"until": "0426-12-22T22:50:28+17:14"}, headers=surveyor
+    )
+    assert far.status_code == 200 and far.json()["items"] == []
+    edge = client.get(
+        "/api/v1/submissions", params={"since": "0001-01-01T00:00:00+05:00"}, headers=surveyor
+    )
+    assert edge.status_code == 422 and edge.json()["code"] == "time_invalid"
+    unit = client.get(
+        "/api/v1/units/98001", params={"at": "1500-09-02T17:20:13+21:33"}, headers=surveyor
+    )
+    assert unit.status_code == 200  # valid "since always"
+
+
+def test_a_nul_inside_an_unknown_key_is_rejected_not_a_500(
+    client: TestClient, surveyor: dict[str, str]
+) -> None:
+    # Found by schemathesis: the issue naming the bad field carried the key's NUL into jsonb.
+    bad = item()
+    bad["location"]["g\u0000x"] = 1
+    response = post(client, surveyor, [bad, item()])
+    assert response.status_code == 200
+    first, second = response.json()["results"]
+    assert first["status"] == "rejected" and second["status"] == "accepted"
+    assert "\u0000" not in response.text
