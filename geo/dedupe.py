@@ -286,6 +286,52 @@ def score_pair(
     return PairScore(score=score, reasons=tuple(reasons), exact=exact)
 
 
+def may_reach(a: HouseholdFacts, b: HouseholdFacts, params: DedupeParams = DEFAULT_PARAMS) -> bool:
+    """False only when the pair cannot reach the review threshold, whatever its distance.
+
+    A cheap pre-filter for bulk searches (a province holds millions of close pairs): pairs
+    whose phones are both known and differ are bounded by the best value every other reason
+    could add, computed from the weights, so the filter stays exact when they are tuned.
+
+    Examples
+    --------
+    >>> one = HouseholdFacts(1, "h", "c", "Nguyễn Văn An", "12", "0912345678", "residence", 5.0)
+    >>> two = HouseholdFacts(2, "h", "c", "Trần Thị Bình", "12", "0987654321", "residence", 5.0)
+    >>> may_reach(one, two), may_reach(one, one)
+    (False, True)
+    """
+    if not (a.phone and b.phone and a.phone != b.phone):
+        return True
+    w = params.weights
+    name_a, name_b = _parse_name(a.head_name or ""), _parse_name(b.head_name or "")
+    if not name_a.tokens or not name_b.tokens:
+        name = 0.0
+    elif name_a.tokens == name_b.tokens:
+        name = max(w.name_same, w.name_diacritics_differ)
+    else:
+        name = max(
+            w.name_tokens_reordered,
+            w.name_given_only,
+            w.name_similar_given_same,
+            w.name_similar_given_typo,
+            w.name_similar_given_close,
+            w.middle_name_differs,
+            w.family_name_only_common,
+            w.family_name_only_rare,
+            w.name_differs,
+        )
+    bound = (
+        w.prior
+        + max(w.near_max, w.near_min, 0.0)
+        + name
+        + w.phone_differs
+        + max(w.house_number_same, w.house_group_same, 0.0)
+        + max(w.kind_differs, 0.0)
+        + max(w.different_hamlet, w.different_commune, 0.0)
+    )
+    return _sigmoid(bound) >= params.review_threshold
+
+
 def _sigmoid(logit: float) -> float:
     if logit >= 0:
         return 1.0 / (1.0 + math.exp(-logit))

@@ -31,6 +31,7 @@ from geo.dedupe import (
     HouseholdFacts,
     PairScore,
     max_search_radius_m,
+    may_reach,
     score_pair,
     search_radius_m,
 )
@@ -201,9 +202,12 @@ def find_for_new(
     matches = []
     for probe_id, distance, *fact_row in rows:
         other, province = _facts(fact_row)
-        matches.append(_match(by_id[probe_id].facts, other, distance, province, params))
+        mine = by_id[probe_id].facts
+        if may_reach(mine, other, params):
+            matches.append(_match(mine, other, distance, province, params))
     for left, right, distance in _pairs_within(probes, params):
-        matches.append(_match(left.facts, right.facts, distance, right.province_code, params))
+        if may_reach(left.facts, right.facts, params):
+            matches.append(_match(left.facts, right.facts, distance, right.province_code, params))
     return matches
 
 
@@ -494,7 +498,8 @@ def rescan(
         for (a, b), distance in distances.items():
             fa, _ = facts[a]
             fb, province = facts[b]
-            matches.append(_match(fa, fb, distance, province, params))
+            if may_reach(fa, fb, params):
+                matches.append(_match(fa, fb, distance, province, params))
         keep = [m for m in matches if m.qualifies(params)]
         store(session, keep)
         removed = _remove_stale(session, commune, {(m.a, m.b) for m in keep})

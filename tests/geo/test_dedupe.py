@@ -26,6 +26,7 @@ from geo.dedupe import (
     accuracy_radius_m,
     group_pairs,
     max_search_radius_m,
+    may_reach,
     score_pair,
     search_radius_m,
 )
@@ -519,3 +520,45 @@ def test_score_pair_is_fast() -> None:
         best = min(best, (time.perf_counter() - start) / len(pairs))
     # The target is < 20 µs a pair; the bound leaves room for a loaded test machine.
     assert best < 50e-6
+
+
+_NAMES = st.sampled_from(
+    [
+        "Nguyễn Văn An",
+        "Nguyen Van An",
+        "An",
+        "Văn An Nguyễn",
+        "Nguyễn Văn Anh",
+        "Nguyễn Thị An",
+        "Trần Thị Bình",
+        "Nguyễn Dt",
+        "Nguyễn Đạt",
+        "Lê Hùng",
+        "Lê Hưng",
+        "",
+    ]
+)
+_PHONES = st.sampled_from(["0912345678", "0987654321", None])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    name_a=_NAMES,
+    name_b=_NAMES,
+    phone_a=_PHONES,
+    phone_b=_PHONES,
+    house=st.sampled_from(["12", "12/3", None]),
+    distance=st.sampled_from([0.0, 3.0, 9.0, 30.0]),
+)
+def test_the_prefilter_never_drops_a_pair_that_could_qualify(
+    name_a: str,
+    name_b: str,
+    phone_a: str | None,
+    phone_b: str | None,
+    house: str | None,
+    distance: float,
+) -> None:
+    a = HouseholdFacts(1, "h", "c", name_a, house, phone_a, "residence", 5.0)
+    b = HouseholdFacts(2, "h", "c", name_b, house, phone_b, "residence", 5.0)
+    if not may_reach(a, b):
+        assert score_pair(a, b, distance).score < DEFAULT_PARAMS.review_threshold
