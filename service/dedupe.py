@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from psycopg2.extras import execute_values
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -302,9 +303,7 @@ def store(session: Session, matches: Iterable[Match]) -> dict[tuple[int, int], i
 
 
 def _reasons_json(score: PairScore) -> str:
-    import orjson
-
-    return orjson.dumps([r.as_dict() for r in score.reasons]).decode()
+    return _json([r.as_dict() for r in score.reasons])
 
 
 def hold_issue(candidates: Iterable[int], score: float) -> Issue:
@@ -358,8 +357,6 @@ def add_version(
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()
 
 
