@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from geo.errors import GeoError
-from service import accounts, codes, migrate
+from service import accounts, codes, migrate, server
 from service.db import Database, open_database
 from service.errors import ServiceError
 from service.logs import configure_logging
 from service.routers.units import import_limits
+from service.server import ServeOptions
 from service.settings import Settings
 from service.unit_import import ImportRequest, import_units
 from service.units import as_aware
@@ -82,22 +83,18 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Check migrations, then serve the API and pages (Ctrl-C stops; the embedded DB too)."""
-    import uvicorn
-
     settings = _settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    options = ServeOptions(
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
     with _database(settings):
-        # The embedded cluster (if any) stays up while uvicorn's workers use it.
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=host or settings.host,
-            port=port or settings.port,
-            workers=workers,
-            log_config=None,
-            proxy_headers=True,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-        )
+        # The embedded cluster (if any) stays up while the workers use it.
+        server.serve(options, workers=workers)
 
 
 @app.command(name="migrate")
