@@ -16,6 +16,7 @@ infinite longitude and has no integer API to check the vectors' integer columns 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Context, Decimal
@@ -178,10 +179,21 @@ def _floor_scaled(degrees: float, precision: int) -> int:
     number = float(degrees)
     if not math.isfinite(number):
         raise ValueError(f"coordinate must be a finite number, got {degrees!r}")
+    # Fast path: the float product and the decimal one differ by less than the tolerance
+    # (half an ulp of the product, plus half an ulp of ``number`` scaled), so unless an integer
+    # lies that close, both have the same floor. Only the rare near-edge case pays for Decimal.
+    product = number * precision
+    low = math.floor(product)
+    tolerance = max(1e-6, abs(product) * 1e-15)
+    if tolerance < product - low < 1.0 - tolerance:
+        return int(low)
     scaled = _EXACT.multiply(Decimal(repr(number)), precision)
     return int(scaled.to_integral_value(rounding=ROUND_FLOOR, context=_EXACT))
 
 
+# Intake encodes each new household's point twice (its cell, then its address code): a small
+# cache makes the second one free. Pure function of its arguments; errors are not cached.
+@functools.lru_cache(maxsize=1 << 14)
 def encode(lat: float, lon: float, code_length: int = PAIR_DIGITS) -> str:
     """Encode a point as an Open Location Code.
 

@@ -347,8 +347,7 @@ class RssSampler:
 
 HOUSEHOLD_COPY_COLUMNS = (
     "id, status, province_code, commune_code, hamlet_code, geom, accuracy_m, mock_location, "
-    "head_name, house_number, street, phone, phone_raw, kind, members, note, captured_at, "
-    "change_seq"
+    "head_name, house_number, street, phone, phone_raw, kind, members, note, captured_at"
 )
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -390,7 +389,6 @@ def _copy_line(n: int, item: dict[str, Any], geom: str, province_code: str) -> s
         "\\N" if h.get("members") is None else str(h["members"]),
         _copy_text(item.get("note")),
         item["captured_at"],
-        str(n + 1),
     )
     return "\t".join(fields) + "\n"
 

@@ -78,7 +78,6 @@ class _Item:
     submission_id: int | None = None
     result: dict[str, Any] | None = None
     stored: Any = None  # the payload as logged, when it differs from ``raw``
-    change_seq: int | None = None
     address_code: str | None = None
     payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
 
@@ -445,7 +444,8 @@ def _record_duplicates(
     """Store the candidates of the households written; hold or link as decided."""
     if not matches:
         return
-    lost = {i.household_id for i in work if i not in done}
+    written = {id(i) for i in done}
+    lost = {i.household_id for i in work if id(i) not in written}
     kept = [m for m in matches if m.a not in lost and m.b not in lost]
     ids = dedupe.store(session, kept)
     linked = {
@@ -526,7 +526,6 @@ def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
 
 _SUBMISSION_ID = "pg_get_serial_sequence('submissions', 'id')"
 _HOUSEHOLD_ID = "pg_get_serial_sequence('households', 'id')"
-_CHANGE_SEQ = "'household_change_seq'"
 
 
 def _draw(session: Session, n: int, *sequences: str) -> list[Any]:
@@ -546,9 +545,8 @@ def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> No
     for item in live:
         item.household_id = item.parsed.household_ref
     need = [i for i in live if i.parsed.household_ref is None]
-    rows = _draw(session, len(need), _HOUSEHOLD_ID, _CHANGE_SEQ)
-    for item, (household_id, change_seq) in zip(need, rows, strict=True):
-        item.household_id, item.change_seq = household_id, change_seq
+    for item, (household_id,) in zip(need, _draw(session, len(need), _HOUSEHOLD_ID), strict=True):
+        item.household_id = household_id
 
 
 def _submission_values(item: _Item) -> dict[str, Any]:
@@ -705,8 +703,8 @@ def _write_households(
             # EWKT with repr() floats: exact, and cheaper to build than EWKB.
             geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
             fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
-            rows.append((item.household_id, *fields, geom, item.change_seq, item.address_code))
-        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "change_seq", "address_code")
+            rows.append((item.household_id, *fields, geom, item.address_code))
+        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code")
         copy_rows(_cursor(session), "households", columns, rows)
     versions = [(i, 1, "submission") for i in new]
     versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
@@ -756,8 +754,7 @@ def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> 
     version = session.execute(
         text(
             f"UPDATE households SET {sets}, geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
-            "version = version + 1, change_seq = nextval('household_change_seq'), "
-            "updated_at = now() WHERE id = :id AND captured_at <= :captured_at RETURNING version"
+            "version = version + 1 WHERE id = :id AND captured_at <= :captured_at RETURNING version"
         ),
         params,
     ).scalar_one_or_none()

@@ -292,3 +292,34 @@ def test_doctests() -> None:
     result = doctest.testmod(geo.olc)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def _floor_decimal(degrees: float, precision: int) -> int:
+    """The definition the integer method rests on, computed the slow, exact way."""
+    from decimal import ROUND_FLOOR, Decimal, localcontext
+
+    with localcontext() as context:
+        context.prec = 60
+        return int((Decimal(repr(degrees)) * precision).to_integral_value(rounding=ROUND_FLOOR))
+
+
+near_edges = st.builds(
+    lambda units, precision, nudge: (units / precision + nudge, precision),
+    st.integers(-180 * olc.LAT_PRECISION, 180 * olc.LAT_PRECISION),
+    st.sampled_from([olc.LAT_PRECISION, olc.LON_PRECISION]),
+    st.sampled_from([0.0, 1e-15, -1e-15, 1e-12, -1e-12, 5e-9, -5e-9]),
+)
+
+
+@given(case=near_edges)
+def test_float_fast_path_floors_like_the_exact_decimal_product(case: tuple[float, int]) -> None:
+    degrees, precision = case
+    assert geo.olc._floor_scaled(degrees, precision) == _floor_decimal(degrees, precision)
+
+
+@given(
+    degrees=st.floats(-1e6, 1e6, allow_nan=False),
+    precision=st.sampled_from([olc.LAT_PRECISION, olc.LON_PRECISION]),
+)
+def test_float_fast_path_agrees_on_any_float(degrees: float, precision: int) -> None:
+    assert geo.olc._floor_scaled(degrees, precision) == _floor_decimal(degrees, precision)

@@ -254,8 +254,8 @@ def test_a_client_that_disconnects_frees_the_server(
     db.execute(
         text(
             "INSERT INTO households (status, commune_code, province_code, geom, captured_at, "
-            "change_seq, head_name) SELECT 'accepted', '98001', '98', "
-            "ST_SetSRID(ST_MakePoint(105.6 + g * 1e-7, 10.41), 4326), now(), g, 'Hộ ' || g "
+            "head_name) SELECT 'accepted', '98001', '98', "
+            "ST_SetSRID(ST_MakePoint(105.6 + g * 1e-7, 10.41), 4326), now(), 'Hộ ' || g "
             "FROM generate_series(1, 50000) g"
         )
     )
