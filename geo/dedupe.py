@@ -20,14 +20,19 @@ Everything here is pure: the service finds the candidates (PostGIS) and stores t
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 from rapidfuzz.distance import OSA, Indel
+from rapidfuzz.process import cpdist
+from scipy.spatial import cKDTree
 
 from geo.text import fold_name
 
@@ -45,6 +50,8 @@ KNOWN_FAMILY_NAMES = COMMON_FAMILY_NAMES | {
     *("tang", "la", "quach", "lu", "to", "ha", "kieu", "luong", "thach", "danh", "son"),
 }
 _FAMILY_VARIANTS = {"huynh": "hoang", "vo": "vu"}
+#: The name reason's value when one of the two names is missing: no evidence either way.
+NAME_MISSING_VALUE = 0.0
 # "Tổ 5" names a neighbourhood group, shared by dozens of houses, not one door.
 _GROUP_PREFIXES = ("to ", "khom ", "ap ")
 _HOUSE_NUMBER_PREFIXES = ("so nha ", "so ")
@@ -210,6 +217,86 @@ def max_search_radius_m(params: DedupeParams = DEFAULT_PARAMS) -> float:
     return float(params.cap_m)
 
 
+#: Metres per degree of latitude, and of longitude at the equator (local equirectangular
+#: metres: within the tens of metres compared here, far more exact than GPS).
+M_PER_DEG_LAT = 110_540.0
+M_PER_DEG_LON = 111_320.0
+#: Accuracy bands of the pair search: a pair's radius grows with both accuracies, so pairs of
+#: good fixes are searched with a far smaller radius than the cap.
+_BAND_EDGES_M = (8.0, 15.0)
+
+
+def local_metres(
+    lon_a: npt.ArrayLike, lat_a: npt.ArrayLike, lon_b: npt.ArrayLike, lat_b: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Distance in metres between points, equirectangular at their mean latitude.
+
+    Examples
+    --------
+    >>> round(float(local_metres(105.6, 10.4, 105.6, 10.4001)), 2)
+    11.05
+    """
+    lon_a, lat_a, lon_b, lat_b = (np.asarray(v, dtype=float) for v in (lon_a, lat_a, lon_b, lat_b))
+    dx = (lon_a - lon_b) * M_PER_DEG_LON * np.cos(np.radians((lat_a + lat_b) / 2))
+    dy = (lat_a - lat_b) * M_PER_DEG_LAT
+    result: npt.NDArray[np.float64] = np.hypot(dx, dy)
+    return result
+
+
+def pairs_within_radius(
+    lon: npt.ArrayLike,
+    lat: npt.ArrayLike,
+    accuracy_m: npt.ArrayLike,
+    params: DedupeParams = DEFAULT_PARAMS,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Every pair of points closer than its ``search_radius_m``: indices ``i < j`` and metres.
+
+    A k-d tree over local metres, queried once per pair of accuracy bands with the largest
+    radius that band pair can have; the exact distance and radius then decide. ``accuracy_m``
+    may hold NaN for a missing accuracy (counted as ``default_accuracy_m``).
+
+    Examples
+    --------
+    >>> i, j, d = pairs_within_radius([105.6, 105.6, 105.6], [10.4, 10.40005, 10.4003], [5, 5, 5])
+    >>> i.tolist(), j.tolist(), d.round(1).tolist()
+    ([0], [1], [5.5])
+    """
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    acc = np.asarray(accuracy_m, dtype=float)
+    acc = np.where(np.isnan(acc), params.default_accuracy_m, acc)
+    empty = np.empty(0, dtype=np.int64)
+    if len(lon) < 2:
+        return empty, empty, np.empty(0)
+    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.mean(lat))))
+    xy = np.column_stack([lon * scale, lat * M_PER_DEG_LAT])
+    edges = (*_BAND_EDGES_M, math.inf)
+    band = np.searchsorted(np.array(edges[:-1]), acc, side="left")
+    members = [np.flatnonzero(band == k) for k in range(len(edges))]
+    trees = [cKDTree(xy[m]) if len(m) else None for m in members]
+    found_i, found_j = [], []
+    for p, q in itertools.combinations_with_replacement(range(len(edges)), 2):
+        tree_p, tree_q = trees[p], trees[q]
+        if tree_p is None or tree_q is None:
+            continue
+        # Inflated a little: the tree's metres use one latitude for the whole set.
+        radius = search_radius_m(edges[p], edges[q], params) * 1.01 + 0.1
+        if p == q:
+            local = tree_p.query_pairs(radius, output_type="ndarray")
+            left, right = members[p][local[:, 0]], members[p][local[:, 1]]
+        else:
+            near = tree_p.sparse_distance_matrix(tree_q, radius, output_type="ndarray")
+            left, right = members[p][near["i"]], members[q][near["j"]]
+        found_i.append(left)
+        found_j.append(right)
+    i = np.concatenate(found_i) if found_i else empty
+    j = np.concatenate(found_j) if found_j else empty
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    distance = local_metres(lon[i], lat[i], lon[j], lat[j])
+    radius = np.minimum(params.cap_m, np.maximum(params.floor_m, params.k * (acc[i] + acc[j])))
+    keep = distance <= radius
+    return i[keep].astype(np.int64), j[keep].astype(np.int64), distance[keep]
+
+
 def accuracy_radius_m(
     acc_a: float | None, acc_b: float | None, params: DedupeParams = DEFAULT_PARAMS
 ) -> float:
@@ -289,9 +376,11 @@ def score_pair(
 def may_reach(a: HouseholdFacts, b: HouseholdFacts, params: DedupeParams = DEFAULT_PARAMS) -> bool:
     """False only when the pair cannot reach the review threshold, whatever its distance.
 
-    A cheap pre-filter for bulk searches (a province holds millions of close pairs): pairs
-    whose phones are both known and differ are bounded by the best value every other reason
-    could add, computed from the weights, so the filter stays exact when they are tuned.
+    A cheap pre-filter for bulk searches (a province holds millions of close pairs): the score
+    is bounded by the best value every reason could add given what is cheap to know, the
+    phones and whether the two names could agree at all (same given name, one typo apart, or
+    the same words reordered). Computed from the weights, so it stays exact when they are
+    tuned; ``reachable`` is the same test on arrays.
 
     Examples
     --------
@@ -299,37 +388,178 @@ def may_reach(a: HouseholdFacts, b: HouseholdFacts, params: DedupeParams = DEFAU
     >>> two = HouseholdFacts(2, "h", "c", "Trần Thị Bình", "12", "0987654321", "residence", 5.0)
     >>> may_reach(one, two), may_reach(one, one)
     (False, True)
+    >>> may_reach(one, HouseholdFacts(3, "h", "c", "Trần Thị Bình", "12", None, "residence", 5.0))
+    False
     """
-    if not (a.phone and b.phone and a.phone != b.phone):
-        return True
-    w = params.weights
+    bounds = _bounds(params)
     name_a, name_b = _parse_name(a.head_name or ""), _parse_name(b.head_name or "")
     if not name_a.tokens or not name_b.tokens:
-        name = 0.0
-    elif name_a.tokens == name_b.tokens:
-        name = max(w.name_same, w.name_diacritics_differ)
+        name = NAME_MISSING_VALUE
+    elif _names_may_agree(name_a.tokens, name_b.tokens):
+        name = bounds.name_agree
     else:
-        name = max(
-            w.name_tokens_reordered,
-            w.name_given_only,
-            w.name_similar_given_same,
-            w.name_similar_given_typo,
-            w.name_similar_given_close,
-            w.middle_name_differs,
-            w.family_name_only_common,
-            w.family_name_only_rare,
-            w.name_differs,
-        )
-    bound = (
+        name = bounds.name_disagree
+    if a.phone and b.phone:
+        phone = bounds.phone_same if a.phone == b.phone else bounds.phone_differs
+    else:
+        phone = 0.0
+    return bounds.rest + name + phone >= bounds.logit_threshold
+
+
+def _names_may_agree(tokens_a: tuple[str, ...], tokens_b: tuple[str, ...]) -> bool:
+    """Whether two (non-empty) folded names could earn more than a "differs" reason."""
+    given_a, given_b = tokens_a[-1], tokens_b[-1]
+    return (
+        given_a == given_b or _typo_apart(given_a, given_b) or sorted(tokens_a) == sorted(tokens_b)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    """Best contributions of the reasons, for the pre-filters (``may_reach``, ``reachable``)."""
+
+    rest: float  # prior + the best distance, house number, kind and place reasons
+    name_agree: float  # the best name reason of names that may agree
+    name_disagree: float  # the best of "differs" and "family name only"
+    phone_same: float
+    phone_differs: float
+    logit_threshold: float
+
+
+_BOUNDS_CACHE: dict[int, tuple[DedupeParams, _Bounds]] = {}
+
+
+def _bounds(params: DedupeParams) -> _Bounds:
+    """The bounds of these parameters, computed once per parameters object (as ``_fixed``)."""
+    cached = _BOUNDS_CACHE.get(id(params))
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    if len(_BOUNDS_CACHE) >= 64:
+        _BOUNDS_CACHE.clear()
+    bounds = _compute_bounds(params)
+    _BOUNDS_CACHE[id(params)] = (params, bounds)
+    return bounds
+
+
+def _compute_bounds(params: DedupeParams) -> _Bounds:
+    w = params.weights
+    name_agree = max(
+        w.name_same,
+        w.name_diacritics_differ,
+        w.name_tokens_reordered,
+        w.name_given_only,
+        w.name_similar_given_same,
+        w.name_similar_given_typo,
+        w.name_similar_given_close,
+        w.middle_name_differs,
+        NAME_MISSING_VALUE,
+    )
+    rest = (
         w.prior
-        + max(w.near_max, w.near_min, 0.0)
-        + name
-        + w.phone_differs
-        + max(w.house_number_same, w.house_group_same, 0.0)
+        + max(w.near_max, w.near_min)
+        + max(w.house_number_same, w.house_group_same, w.house_number_differs, 0.0)
         + max(w.kind_differs, 0.0)
         + max(w.different_hamlet, w.different_commune, 0.0)
     )
-    return _sigmoid(bound) >= params.review_threshold
+    threshold = params.review_threshold
+    logit = math.inf if threshold >= 1.0 else math.log(threshold / (1.0 - threshold))
+    return _Bounds(
+        rest=rest,
+        name_agree=name_agree,
+        name_disagree=max(w.name_differs, w.family_name_only_common, w.family_name_only_rare),
+        phone_same=w.phone_same,
+        phone_differs=w.phone_differs,
+        # A hair below: the filter must never drop a pair that sits exactly on the threshold.
+        logit_threshold=logit - 1e-9,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NameKeys:
+    """Integer keys of many households' names, for ``reachable``: the given name (last word)
+    and the multiset of words of each, -1 where no name is known."""
+
+    given: npt.NDArray[np.int64]
+    words: npt.NDArray[np.int64]
+    vocabulary: tuple[str, ...]  # given-name key → the folded word
+    #: Households whose name is not known for certain here: they may agree with any name.
+    uncertain: npt.NDArray[np.bool_] | None = None
+
+
+def name_keys(names: Sequence[str | None]) -> NameKeys:
+    """The ``NameKeys`` of household names (raw or stored form; folded here).
+
+    Examples
+    --------
+    >>> keys = name_keys(["Nguyễn Văn An", "nguyen van an", "An Nguyễn Văn", None])
+    >>> keys.given.tolist(), keys.words.tolist(), keys.vocabulary
+    ([0, 0, 1, -1], [0, 0, 0, -1], ('an', 'van'))
+    """
+    given_ids: dict[str, int] = {}
+    word_ids: dict[tuple[str, ...], int] = {}
+    distinct: dict[str | None, int] = {name: k for k, name in enumerate(dict.fromkeys(names))}
+    table = np.full((len(distinct), 2), -1, dtype=np.int64)
+    for name, k in distinct.items():
+        tokens = _parse_name(name or "").tokens
+        if tokens:
+            table[k, 0] = given_ids.setdefault(tokens[-1], len(given_ids))
+            table[k, 1] = word_ids.setdefault(tuple(sorted(tokens)), len(word_ids))
+    index = np.fromiter(map(distinct.__getitem__, names), dtype=np.int64, count=len(names))
+    given, words = table[index, 0], table[index, 1]
+    return NameKeys(given, words, tuple(given_ids))
+
+
+def reachable(
+    a: npt.NDArray[np.int64],
+    b: npt.NDArray[np.int64],
+    *,
+    names: NameKeys,
+    phones: npt.NDArray[np.int64],
+    params: DedupeParams = DEFAULT_PARAMS,
+) -> npt.NDArray[np.bool_]:
+    """``may_reach`` for many pairs at once: ``a[i]``, ``b[i]`` index the households of
+    ``names`` and ``phones`` (an integer key per normalised phone, -1 where none)."""
+    bounds = _bounds(params)
+    ga, gb = names.given[a], names.given[b]
+    named = (ga >= 0) & (gb >= 0)
+    agree = named & ((ga == gb) | (names.words[a] == names.words[b]))
+    agree |= _typo_given(ga, gb, named & ~agree, names.vocabulary)
+    name = np.where(
+        named, np.where(agree, bounds.name_agree, bounds.name_disagree), NAME_MISSING_VALUE
+    )
+    if names.uncertain is not None:
+        name = np.where(names.uncertain[a] | names.uncertain[b], bounds.name_agree, name)
+    pa, pb = phones[a], phones[b]
+    both = (pa >= 0) & (pb >= 0)
+    phone = np.where(both, np.where(pa == pb, bounds.phone_same, bounds.phone_differs), 0.0)
+    result: npt.NDArray[np.bool_] = bounds.rest + name + phone >= bounds.logit_threshold
+    return result
+
+
+def _typo_given(
+    ga: npt.NDArray[np.int64],
+    gb: npt.NDArray[np.int64],
+    check: npt.NDArray[np.bool_],
+    vocabulary: tuple[str, ...],
+) -> npt.NDArray[np.bool_]:
+    """Pairs (among ``check``) whose given names are one slip apart; each distinct pair of
+    words is compared once, in C (rapidfuzz)."""
+    found = np.zeros(len(ga), dtype=bool)
+    if not check.any():
+        return found
+    size = len(vocabulary)
+    keys = np.minimum(ga, gb) * size + np.maximum(ga, gb)
+    distinct = np.unique(keys[check])
+    words = np.array(vocabulary, dtype=object)
+    distance = cpdist(
+        words[distinct // size].tolist(),
+        words[distinct % size].tolist(),
+        scorer=OSA.distance,
+        score_cutoff=1,
+        workers=1,
+    )
+    found[check] = np.isin(keys[check], distinct[np.asarray(distance) <= 1])
+    return found
 
 
 def _sigmoid(logit: float) -> float:
@@ -402,7 +632,7 @@ def _name_reason(raw_a: str | None, raw_b: str | None, w: DedupeWeights) -> Reas
     """The one name reason of a pair (see the module docstring)."""
     a, b = _parse_name(raw_a or ""), _parse_name(raw_b or "")
     if not a.tokens or not b.tokens:
-        return Reason("name_missing", 0.0, "Thiếu tên chủ hộ ở một lần thu thập")
+        return Reason("name_missing", NAME_MISSING_VALUE, "Thiếu tên chủ hộ ở một lần thu thập")
     if a.tokens == b.tokens:
         return _same_folded(a, b, w)
     if sorted(a.tokens) == sorted(b.tokens):

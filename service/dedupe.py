@@ -16,12 +16,16 @@ one query per batch) and by ``rescan`` (``diachiso dedupe``) for a whole unit.
 
 from __future__ import annotations
 
+import io
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from psycopg2.extras import execute_values
 from sqlalchemy import text
@@ -30,11 +34,15 @@ from sqlalchemy.orm import Session
 from geo.dedupe import (
     DedupeParams,
     HouseholdFacts,
+    NameKeys,
     PairScore,
+    local_metres,
     max_search_radius_m,
     may_reach,
+    name_keys,
+    pairs_within_radius,
+    reachable,
     score_pair,
-    search_radius_m,
 )
 from geo.issues import RULES, Issue, make_issue
 from service import audit, codes
@@ -102,9 +110,20 @@ _METRES = """sqrt(power((ST_X(h.geom) - p.lon) * 111320.0 * cos(radians(p.lat)),
 _RADIUS = """least(:cap, greatest(:floor,
                  :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc))))"""
 
+#: Households with a fix worse than this (or none) are searched through their own small GiST
+#: index (migration 0003, whose predicate must agree), so that the main probe can use a box
+#: sized by both accuracies: most fixes are better, and their pairs' radius is far below the cap.
+POOR_ACCURACY_M = 15
+_POOR = f"(h.accuracy_m IS NULL OR h.accuracy_m > {POOR_ACCURACY_M})"
+# The box (in degrees) that holds every household of good accuracy a probe can pair with.
+_GOOD_BOX = f"""least(:cap, greatest(:floor, :k * (coalesce(p.acc, :dacc) + {POOR_ACCURACY_M})))
+               / :m_per_deg"""
+
 # New households (arrays) against the table: neighbours within the accuracy-scaled radius
-# (the GiST index answers the bounding box), plus households of the same commune with the
-# same phone (the partial phone index answers that).
+# (the GiST indexes answer the bounding boxes), plus households of the same commune with the
+# same phone (the partial phone index answers that). The facts are read in the same probe:
+# joining the pairs back to ``households`` made the planner (which cannot estimate the CTE)
+# hash the whole table on every batch, a cost that grew with the province.
 _PROBE_SQL = f"""
 WITH p AS (
     SELECT t.id, t.lon, t.lat, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS g, t.acc,
@@ -113,43 +132,20 @@ WITH p AS (
                 CAST(:acc AS float8[]), CAST(:commune AS text[]), CAST(:phone AS text[]))
          AS t(id, lon, lat, acc, commune, phone)
 ), near AS (
-    SELECT p.id AS probe, h.id AS other, {_METRES} AS d, {_RADIUS} AS r
-    FROM p JOIN households h ON h.geom && ST_Expand(p.g, :deg)
-    WHERE h.status IN ('accepted', 'flagged')
-), phone AS (
-    SELECT p.id AS probe, h.id AS other, {_METRES} AS d
-    FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
-    WHERE p.phone IS NOT NULL AND h.status IN ('accepted', 'flagged')
-), pairs AS (
-    SELECT probe, other, d FROM near WHERE d <= r
+    SELECT p.id AS probe, {_METRES} AS d, {_RADIUS} AS r, {_FACT_COLUMNS}
+    FROM p JOIN households h ON h.geom && ST_Expand(p.g, {_GOOD_BOX})
+    WHERE h.accuracy_m <= {POOR_ACCURACY_M} AND h.status IN ('accepted', 'flagged')
     UNION ALL
-    SELECT probe, other, d FROM phone
-    WHERE NOT EXISTS (SELECT 1 FROM near WHERE near.probe = phone.probe
-                      AND near.other = phone.other AND near.d <= near.r)
-)
-SELECT pairs.probe, pairs.d, {_FACT_COLUMNS} FROM pairs JOIN households h ON h.id = pairs.other
-"""
-
-# Every live household of some communes against the table (a re-scan). ``+ 0`` on both ids: a
-# bare ``h.id > p.id`` invites the planner to AND a primary-key range of half the table into
-# every probe (quadratic on a province). Each pair once: the larger id finds it, unless the
-# other lies in another commune (then both sides may; the caller keeps one).
-_SCAN_SQL = f"""
-WITH p AS (
-    SELECT id, ST_X(geom) AS lon, ST_Y(geom) AS lat, geom AS g, accuracy_m AS acc,
-           commune_code AS commune, phone
-    FROM households WHERE commune_code = ANY(:communes) AND status IN ('accepted', 'flagged')
-), near AS (
-    SELECT p.id AS probe, h.id AS other, {_METRES} AS d, {_RADIUS} AS r
+    SELECT p.id AS probe, {_METRES} AS d, {_RADIUS} AS r, {_FACT_COLUMNS}
     FROM p JOIN households h ON h.geom && ST_Expand(p.g, :deg)
-    WHERE h.status IN ('accepted', 'flagged') AND h.id + 0 <> p.id + 0
-      AND (h.id + 0 > p.id + 0 OR h.commune_code IS DISTINCT FROM p.commune)
+    WHERE {_POOR} AND h.status IN ('accepted', 'flagged')
 )
-SELECT probe, other, d FROM near WHERE d <= r
+SELECT probe, d, {_FACT_COLUMNS.replace("h.", "near.")} FROM near WHERE d <= r
 UNION ALL
-SELECT p.id, h.id, {_METRES}
+SELECT p.id, {_METRES}, {_FACT_COLUMNS}
 FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
-WHERE p.phone IS NOT NULL AND h.id + 0 > p.id + 0 AND h.status IN ('accepted', 'flagged')
+WHERE p.phone IS NOT NULL AND h.status IN ('accepted', 'flagged')
+  AND NOT ({_METRES} <= {_RADIUS})
 """
 
 
@@ -157,6 +153,7 @@ def _radius_params(params: DedupeParams) -> dict[str, float]:
     cap = max_search_radius_m(params)
     return {
         "deg": cap / _M_PER_DEG_MIN,
+        "m_per_deg": _M_PER_DEG_MIN,
         "cap": cap,
         "floor": params.floor_m,
         "k": params.k,
@@ -227,45 +224,23 @@ def _match(
 def _pairs_within(
     probes: Sequence[Probe], params: DedupeParams
 ) -> Iterable[tuple[Probe, Probe, float]]:
-    """Pairs inside one batch: a grid of cap-sized cells, then the exact radius and phones."""
-    cap = max_search_radius_m(params)
-    cells: dict[tuple[int, int], list[tuple[Probe, float, float]]] = defaultdict(list)
-    phones: dict[tuple[str | None, str], list[Probe]] = defaultdict(list)
+    """Pairs inside one batch: within their search radius, or sharing a phone in a commune."""
+    lon = [p.lon for p in probes]
+    lat = [p.lat for p in probes]
+    accuracy = [math.nan if p.facts.accuracy_m is None else p.facts.accuracy_m for p in probes]
     seen: set[tuple[int, int]] = set()
+    for i, j, distance in zip(*pairs_within_radius(lon, lat, accuracy, params), strict=True):
+        a, b = sorted((probes[i], probes[j]), key=lambda p: p.facts.id)
+        seen.add((a.facts.id, b.facts.id))
+        yield a, b, float(distance)
+    phones: dict[tuple[str | None, str], list[Probe]] = defaultdict(list)
     for probe in probes:
-        # Local metres (equirectangular): exact enough within a cell of tens of metres.
-        y = probe.lat * 110_540.0
-        x = probe.lon * 111_320.0 * math.cos(math.radians(probe.lat))
-        cells[(int(x // cap), int(y // cap))].append((probe, x, y))
         if probe.facts.phone:
             phones[(probe.facts.commune_code, probe.facts.phone)].append(probe)
-    for (cx, cy), members in cells.items():
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                for left, lx, ly in members:
-                    for right, rx, ry in cells.get((cx + dx, cy + dy), ()):
-                        if left.facts.id >= right.facts.id:
-                            continue
-                        distance = math.hypot(lx - rx, ly - ry)
-                        radius = search_radius_m(
-                            left.facts.accuracy_m, right.facts.accuracy_m, params
-                        )
-                        if distance <= radius:
-                            seen.add((left.facts.id, right.facts.id))
-                            yield left, right, distance
     for group in phones.values():
-        for i, left in enumerate(group):
-            for right in group[i + 1 :]:
-                a, b = sorted((left, right), key=lambda p: p.facts.id)
-                if (a.facts.id, b.facts.id) not in seen:
-                    yield a, b, _metres(a, b)
-
-
-def _metres(a: Probe, b: Probe) -> float:
-    lat = math.radians((a.lat + b.lat) / 2)
-    dy = (a.lat - b.lat) * 110_540.0
-    dx = (a.lon - b.lon) * 111_320.0 * math.cos(lat)
-    return math.hypot(dx, dy)
+        for left, right in itertools.combinations(sorted(group, key=lambda p: p.facts.id), 2):
+            if (left.facts.id, right.facts.id) not in seen:
+                yield left, right, float(local_metres(left.lon, left.lat, right.lon, right.lat))
 
 
 # --- storing candidates and holding households -----------------------------------------------
@@ -334,10 +309,7 @@ def add_version(
 ) -> int:
     """Record the household's current state as a new version (after a change); its number."""
     version = session.execute(
-        text(
-            "UPDATE households SET version = version + 1, updated_at = now(), "
-            "change_seq = nextval('household_change_seq') WHERE id = :id RETURNING version"
-        ),
+        text("UPDATE households SET version = version + 1 WHERE id = :id RETURNING version"),
         {"id": household_id},
     ).scalar_one()
     session.execute(
@@ -484,43 +456,21 @@ def rescan(
     holds follow. Everything is recorded in one ``duplicates.rescan`` audit event.
     """
     report = RescanReport()
-    radius = _radius_params(params)
-    for commune in communes:
-        rows = session.execute(text(_SCAN_SQL), {"communes": [commune], **radius}).all()
-        distances: dict[tuple[int, int], float] = {}
-        for probe, other, distance in rows:
-            distances[(min(probe, other), max(probe, other))] = float(distance)
-        facts = _fetch_facts(session, {i for pair in distances for i in pair})
-        matches = []
-        for (a, b), distance in distances.items():
-            fa, _ = facts[a]
-            fb, province = facts[b]
-            if may_reach(fa, fb, params):
-                matches.append(_match(fa, fb, distance, province, params))
-        keep = [m for m in matches if m.qualifies(params)]
-        store(session, keep)
-        removed = _remove_stale(session, commune, {(m.a, m.b) for m in keep})
-        touched = {m.b for m in keep} | {b for _, b in removed}
-        changed = refresh_holds(session, touched, actor=actor, policy=policy)
-        report.communes += 1
-        report.households += int(
-            session.scalar(
-                text(
-                    "SELECT count(*) FROM households WHERE commune_code = :c "
-                    "AND status IN ('accepted', 'flagged')"
-                ),
-                {"c": commune},
-            )
-            or 0
-        )
-        report.pairs_searched += len(distances)
-        report.candidates += len(keep)
-        report.removed += len(removed)
-        report.held += len(changed["held"])
-        report.released += len(changed["released"])
-        session.commit()
-        if progress:
-            progress(1)
+    for chunk in _chunks(session, communes):
+        found = _scan_chunk(session, chunk, params, report)
+        for commune in chunk:
+            keep = found.get(commune, [])
+            store(session, keep)
+            removed = _remove_stale(session, commune, {(m.a, m.b) for m in keep})
+            touched = {m.b for m in keep} | {b for _, b in removed}
+            changed = refresh_holds(session, touched, actor=actor, policy=policy)
+            report.communes += 1
+            report.removed += len(removed)
+            report.held += len(changed["held"])
+            report.released += len(changed["released"])
+            session.commit()
+            if progress:
+                progress(1)
     audit.record(
         session,
         actor=actor,
@@ -532,6 +482,159 @@ def rescan(
     return report
 
 
+def _chunks(session: Session, communes: Sequence[str]) -> list[list[str]]:
+    """The communes, by province: each chunk is read and searched in one pass."""
+    rows = session.execute(
+        text(
+            "SELECT DISTINCT commune_code, province_code FROM households "
+            "WHERE commune_code = ANY(:communes)"
+        ),
+        {"communes": list(communes)},
+    ).all()
+    province = {commune: prov for commune, prov in rows}
+    chunks: dict[str | None, list[str]] = defaultdict(list)
+    for commune in communes:
+        chunks[province.get(commune)].append(commune)
+    return list(chunks.values())
+
+
+# A re-scan reads its households as fixed-width binary COPY rows (a province is a million
+# rows with neighbours; Python tuples of them would cost more than the whole search). Text
+# columns travel as 64-bit hashes: phones and names only need equality here, and the names
+# themselves are read once per distinct hash.
+_POINT_DTYPE = np.dtype(
+    [
+        ("fields", ">i2"),
+        *(
+            item
+            for name, kind in (
+                ("id", ">i8"),
+                ("lon", ">f8"),
+                ("lat", ">f8"),
+                ("accuracy_m", ">f8"),
+                ("slot", ">i4"),
+                ("phone", ">i8"),
+                ("name", ">i8"),
+            )
+            for item in ((f"{name}_size", ">i4"), (name, kind))
+        ),
+    ]
+)
+_BINARY_HEADER = 19  # signature (11), flags (4), header extension length (4)
+# The box first, then the rows in it: with the box as a literal the planner sees how much of
+# the table it holds (a sub-select hid it, and a province-wide scan went through the GiST
+# index row by row).
+_BOX_SQL = """
+SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM (
+    SELECT ST_Expand(ST_Extent(geom), %(deg)s) AS b FROM households
+    WHERE commune_code = ANY(%(communes)s) AND status IN ('accepted', 'flagged')) s
+"""
+_SCOPE_SQL = """
+households h LEFT JOIN unnest(%(communes)s::text[]) WITH ORDINALITY AS w(code, slot)
+    ON w.code = h.commune_code
+WHERE h.status IN ('accepted', 'flagged')
+  AND h.geom && ST_MakeEnvelope(%(west)s, %(south)s, %(east)s, %(north)s, 4326)
+"""
+
+
+def _hash(value: str) -> str:
+    """SQL for a 63-bit hash of a text expression, -1 when it is NULL."""
+    return f"coalesce(hashtextextended({value}, 0) & 9223372036854775807, -1)"
+
+
+_POINTS_SQL = f"""
+COPY (
+    SELECT h.id, ST_X(h.geom), ST_Y(h.geom), coalesce(h.accuracy_m, 'NaN'),
+           coalesce(w.slot, 0)::int4,
+           {_hash("h.phone")}, {_hash("h.head_name")}
+    FROM {_SCOPE_SQL}
+) TO STDOUT (FORMAT binary)
+"""
+_NAMES_SQL = f"""
+SELECT {_hash("h.head_name")}, h.head_name FROM {_SCOPE_SQL}
+GROUP BY 1, 2
+"""
+
+
+def _fetch_points(session: Session, communes: list[str], params: DedupeParams) -> Any:
+    """The live households of ``communes`` and their neighbours within the cap, as a record
+    array (``slot``: 1 + the commune's index in ``communes``, 0 for a neighbour outside),
+    and the distinct names among them with their hashes."""
+    cursor = session.connection().connection.cursor()
+    arguments: dict[str, Any] = {"communes": communes, **_radius_params(params)}
+    cursor.execute(_BOX_SQL, arguments)
+    west, south, east, north = cursor.fetchone() or (None,) * 4
+    if west is None:
+        cursor.close()
+        return np.empty(0, dtype=_POINT_DTYPE), []
+    arguments |= {"west": west, "south": south, "east": east, "north": north}
+    buffer = io.BytesIO()
+    cursor.copy_expert(cursor.mogrify(_POINTS_SQL, arguments).decode(), buffer)
+    body = buffer.getbuffer()[_BINARY_HEADER:-2]  # the trailer is a field count of -1
+    points = np.frombuffer(body, dtype=_POINT_DTYPE)
+    cursor.execute(_NAMES_SQL, arguments)
+    names = cursor.fetchall()
+    cursor.close()
+    return points, names
+
+
+def _name_keys_of(
+    point_names: npt.NDArray[np.int64], names: list[tuple[int, str | None]]
+) -> NameKeys:
+    """``NameKeys`` per household from the hashes of their names and the distinct names."""
+    hashes = np.array([h for h, _ in names], dtype=np.int64)
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
+    distinct = name_keys([names[k][1] for k in order])
+    position = np.searchsorted(hashes, point_names)
+    given, words = distinct.given[position], distinct.words[position]
+    # Two names with one hash (never seen; 64 bits): let such households agree with anyone.
+    clash = hashes[1:][hashes[1:] == hashes[:-1]]
+    uncertain = np.isin(point_names, clash)
+    return NameKeys(given, words, distinct.vocabulary, uncertain)
+
+
+def _scan_chunk(
+    session: Session, communes: list[str], params: DedupeParams, report: RescanReport
+) -> dict[str, list[Match]]:
+    """Qualifying pairs with at least one household in ``communes``, by commune: spatial
+    (k-d tree, by accuracy band) and same-phone ones, thinned by the exact array pre-filter,
+    then scored."""
+    points, names = _fetch_points(session, communes, params)
+    slot = points["slot"].astype(np.int64)
+    inside = slot > 0
+    report.households += int(inside.sum())
+    i, j, distance = pairs_within_radius(points["lon"], points["lat"], points["accuracy_m"], params)
+    near = inside[i] | inside[j]
+    i, j, distance = i[near], j[near], distance[near]
+    phones = points["phone"].astype(np.int64)
+    pi, pj = _same_phone(phones, slot, i, j)
+    i, j = np.concatenate([i, pi]), np.concatenate([j, pj])
+    lon, lat = points["lon"], points["lat"]
+    distance = np.concatenate([distance, local_metres(lon[pi], lat[pi], lon[pj], lat[pj])])
+    report.pairs_searched += len(i)
+    keys = _name_keys_of(points["name"].astype(np.int64), names)
+    hopeful = reachable(i, j, names=keys, phones=phones, params=params)
+    ids = points["id"].astype(np.int64)
+    facts = _fetch_facts(session, set(ids[i[hopeful]].tolist()) | set(ids[j[hopeful]].tolist()))
+    found: dict[str, list[Match]] = defaultdict(list)
+    wanted = set(communes)
+    for a, b, d in zip(
+        ids[i[hopeful]].tolist(),
+        ids[j[hopeful]].tolist(),
+        distance[hopeful].tolist(),
+        strict=True,
+    ):
+        (fa, _), (fb, province_b) = sorted((facts[a], facts[b]), key=lambda f: f[0].id)
+        match = _match(fa, fb, d, province_b, params)
+        if not match.qualifies(params):
+            continue
+        report.candidates += 1
+        for commune in {fa.commune_code, fb.commune_code} & wanted:
+            found[str(commune)].append(match)
+    return found
+
+
 def _fetch_facts(session: Session, ids: set[int]) -> dict[int, tuple[HouseholdFacts, str | None]]:
     if not ids:
         return {}
@@ -540,6 +643,31 @@ def _fetch_facts(session: Session, ids: set[int]) -> dict[int, tuple[HouseholdFa
         {"ids": list(ids)},
     ).all()
     return {row[0]: _facts(row) for row in rows}
+
+
+def _same_phone(
+    phones: npt.NDArray[np.int64],
+    slot: npt.NDArray[np.int64],
+    i: npt.NDArray[np.int64],
+    j: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Pairs (``i < j``) of households with one phone in one of the scanned communes (the same
+    ``slot``), not already among the pairs ``i, j`` found by distance."""
+    members = np.flatnonzero((slot > 0) & (phones >= 0))
+    order = members[np.lexsort((phones[members], slot[members]))]
+    repeat = (phones[order][1:] == phones[order][:-1]) & (slot[order][1:] == slot[order][:-1])
+    starts = np.flatnonzero(np.r_[True, ~repeat])
+    ends = np.r_[starts[1:], len(order)]
+    groups = [order[a:b].tolist() for a, b in zip(starts, ends, strict=True) if b - a > 1]
+    seen = set(zip(i.tolist(), j.tolist(), strict=True)) if groups else set()
+    extra = [
+        pair for group in groups for pair in itertools.combinations(group, 2) if pair not in seen
+    ]
+    if not extra:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    left, right = zip(*extra, strict=True)
+    return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
 
 
 def _remove_stale(

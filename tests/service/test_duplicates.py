@@ -278,6 +278,47 @@ def test_rescan_finds_what_intake_could_not_and_drops_what_no_longer_qualifies(
     assert unknown.returncode == 2 and "77777" in unknown.stderr
 
 
+def test_rescan_of_one_commune_finds_pairs_across_its_line_and_by_phone(
+    client: TestClient,
+    surveyor: dict[str, str],
+    surveyor_b: dict[str, str],
+    reviewer: dict[str, str],
+    db: Session,
+    db_url: URL,
+) -> None:
+    line_m = (105.62 - LON) * M_PER_DEG_LON  # the line between 98001 (west) and 98002 (east)
+    west = one(
+        client,
+        surveyor,
+        at(line_m - 5, name="Trần Thị Bích", phone="0987 111 222", hamlet_code="98001-02"),
+    )
+    east = one(
+        client,
+        surveyor_b,
+        at(line_m + 6, name="Tran Thi Bich", phone="0987111222", hamlet_code="98002-01"),
+    )
+    assert (west["status"], east["status"]) == ("accepted", "flagged"), east
+    west, east = west["household_id"], east["household_id"]
+    # One phone, one name, 300 m apart in one commune: found by phone, not by distance.
+    near = one(client, surveyor, at(0, name="Lê Văn Tư", phone="0903 000 111"))["household_id"]
+    far = one(client, surveyor, at(300, name="Le Van Tu", phone="0903000111"))["household_id"]
+    expected = {(west, east), (near, far)}
+    assert {tuple(p["households"]) for p in candidates(client, reviewer)} == expected
+    db.execute(text("DELETE FROM duplicate_candidates"))
+    db.execute(
+        text("UPDATE households SET status = 'accepted', issues = '[]' WHERE id = ANY(:ids)"),
+        {"ids": [east, far]},
+    )
+    db.commit()
+    run_cli(db_url, "dedupe", "--unit", "98002")
+    assert {tuple(p["households"]) for p in candidates(client, reviewer)} == {(west, east)}
+    result = run_cli(db_url, "dedupe", "--unit", "98001")
+    assert '"candidates": 2' in result.stdout
+    assert {tuple(p["households"]) for p in candidates(client, reviewer)} == expected
+    assert {household(client, reviewer, h)["status"] for h in (east, far)} == {"flagged"}
+    assert household(client, reviewer, west)["status"] == "accepted"
+
+
 def run_cli_with(db_url: URL, env: dict[str, str], *args: str) -> str:
     """``diachiso ARGS`` with extra environment; its standard output."""
     import os
