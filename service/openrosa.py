@@ -109,7 +109,8 @@ def team_form(team_name: str, hamlets: Sequence[Hamlet], *, options: FormOptions
 @functools.lru_cache(maxsize=256)
 def _build_form(team_name: str, hamlets: tuple[Hamlet, ...], options: FormOptions) -> Form:
     # Converting takes ~15 ms; teams and their units change rarely, so keep recent forms.
-    book = copy.deepcopy(_source())
+    source, source_digest = _source()
+    book = copy.deepcopy(source)
     book["choices"] = [r for r in book["choices"] if r["list_name"] not in _UNIT_LISTS]
     book["choices"] += _unit_choices(hamlets)
     parameters = (
@@ -120,14 +121,16 @@ def _build_form(team_name: str, hamlets: tuple[Hamlet, ...], options: FormOption
         if row.get("type") == "geopoint":
             row["parameters"] = parameters
     title = f"{FORM_TITLE} – {team_name}"
-    version = _version(title, hamlets, parameters)
+    version = _version(source_digest, title, hamlets, parameters)
     book["settings"][0].update({"form_id": FORM_ID, "form_title": title, "version": version})
     return Form(FORM_ID, version, title, convert(book).xform.encode())
 
 
 @functools.cache
-def _source() -> dict[str, Any]:
-    return dict(md_to_dict(FORM_SOURCE.read_text(encoding="utf-8")))
+def _source() -> tuple[dict[str, Any], str]:
+    """The XLSForm as pyxform's workbook dict, and the SHA-256 of its file."""
+    data = FORM_SOURCE.read_bytes()
+    return dict(md_to_dict(data.decode("utf-8"))), hashlib.sha256(data).hexdigest()
 
 
 def _unit_choices(hamlets: tuple[Hamlet, ...]) -> list[dict[str, str]]:
@@ -140,11 +143,10 @@ def _unit_choices(hamlets: tuple[Hamlet, ...]) -> list[dict[str, str]]:
     return rows
 
 
-def _version(title: str, hamlets: tuple[Hamlet, ...], parameters: str) -> str:
+def _version(source: str, title: str, hamlets: tuple[Hamlet, ...], parameters: str) -> str:
     """A version that changes with the form source, the team's units and the thresholds."""
-    digest = hashlib.sha256(FORM_SOURCE.read_bytes())
-    digest.update(orjson.dumps([title, [astuple(h) for h in hamlets], parameters]))
-    return digest.hexdigest()[:12]
+    inputs = orjson.dumps([source, title, [astuple(h) for h in hamlets], parameters])
+    return hashlib.sha256(inputs).hexdigest()[:12]
 
 
 def form_list_xml(forms: Sequence[tuple[Form, str]]) -> bytes:

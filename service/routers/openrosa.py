@@ -26,7 +26,6 @@ from service.db import Database
 from service.deps import PathTokenGuard, SessionDep, SettingsDep, get_database
 from service.errors import (
     BadRequestError,
-    ForbiddenError,
     MalformedRequestError,
     NotFoundError,
     ServiceError,
@@ -128,7 +127,6 @@ def form_definition(
 @router.head("/submission", status_code=204, summary="Submission preflight")
 def submission_preflight(user: AppUser) -> Response:
     """204 with the OpenRosa headers: Collect checks the server (and the token) before POSTing."""
-    _require_team(user)
     return Response(status_code=204)
 
 
@@ -152,7 +150,6 @@ async def submission(
     409 when the instanceID was sent before with different content. A body that is not an
     instance of the form is a 4xx and nothing is stored.
     """
-    _require_team(user)
     xml, content_type = await _instance_part(request)
     item, result = await run_in_threadpool(
         openrosa.submit_instance,
@@ -197,15 +194,9 @@ async def _instance_part(request: Request) -> tuple[bytes, str | None]:
     )
 
 
-def _require_team(user: User) -> None:
-    if user.team_id is None:
-        raise ForbiddenError("Người thu thập chưa thuộc tổ nào.", code="team_required")
-
-
 def _team_form(session: SessionDep, settings: Settings, user: User) -> openrosa.Form | None:
-    _require_team(user)
     team = session.get(Team, user.team_id)
-    assert team is not None  # users.team_id is a foreign key
+    assert team is not None  # a surveyor always has a team (the users table checks it)
     hamlets = openrosa.team_hamlets(session, team_id=team.id)
     return openrosa.team_form(team.name, hamlets, options=form_options(settings))
 

@@ -2,18 +2,20 @@
 
 Geolocation is emulated; the browser context goes offline, three households are captured and
 queued in IndexedDB, the page is reloaded offline (the service worker serves it), and back
-online each household reaches the server exactly once. Screenshots are saved under the
-test's own output directory (``tmp_path / "screens"``).
+online each household reaches the server exactly once. The Collect page issues a settings QR
+code. Screenshots are saved under each test's own output directory (``tmp_path / "screens"``).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -146,3 +148,26 @@ def test_offline_capture_survives_a_reload_and_syncs_each_household_once(
     assert db.scalar(select(func.sum(IntakeBatch.item_count))) == 3
     statuses = sorted(s.status for s in db.scalars(select(Submission)))
     assert statuses == ["accepted", "accepted", "flagged"]
+
+
+def test_a_team_lead_issues_a_collect_qr_code_on_the_collect_page(
+    phone: BrowserContext,
+    app_token: str,
+    admin_headers: dict[str, str],
+    client: TestClient,
+    tmp_path: Path,
+) -> None:
+    page = phone.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # "the old token stops working?"
+    page.goto("/collect")
+    page.fill("#token", admin_headers["Authorization"].removeprefix("Bearer "))
+    page.click("#login-form button")
+    expect(page.locator("#surveyor option")).to_have_text([re.compile(r"Tổ A – An \(#\d+\)")])
+    page.click("#issue")
+    expect(page.locator("#result-title")).to_have_text("An · Tổ A")
+    assert (page.get_attribute("#qr", "src") or "").startswith("data:image/svg+xml")
+    assert page.evaluate("document.querySelector('#qr').naturalWidth") > 100  # it renders
+    token = page.locator("#secret").text_content() or ""
+    shoot(page, tmp_path / "screens", "5-collect-qr")
+    assert client.get(f"/openrosa/{app_token}/formList").status_code == 401
+    assert client.get(f"/openrosa/{token}/formList").status_code == 200
