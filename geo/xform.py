@@ -6,7 +6,8 @@ care is how Collect encodes values:
 
 - a geopoint is one text node, ``"lat lon altitude accuracy"`` (WGS84 degrees, metres);
 - Collect records accuracy ``0`` for a fix from a mock location provider (unless the form
-  sets ``allow-mock-accuracy``), so an accuracy of exactly 0 becomes ``mock: true``;
+  sets ``allow-mock-accuracy``; its ``LocationUtils.sanitizeAccuracy``), so an accuracy of
+  exactly 0 becomes ``mock: true``;
 - times are ISO 8601 with the phone's offset (``2026-11-28T09:15:00.000+07:00``); the form
   stamps ``captured_at`` when the geopoint is taken, ``end`` and ``start`` are fallbacks;
 - ``meta/instanceID`` is ``uuid:<uuid>`` and becomes the item id, so resends are idempotent
