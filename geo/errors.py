@@ -44,3 +44,15 @@ class CodeFormatError(GeoError):
     """Text that is not an address code or Open Location Code (empty, malformed, legacy)."""
 
     code = "code_invalid"
+
+
+class InstanceError(GeoError):
+    """A submitted XForm instance that is not one of our forms' (no instanceID, another form)."""
+
+    code = "instance_invalid"
+
+
+class XmlSyntaxError(InstanceError):
+    """Bytes that are not a well-formed XML document (or use DTDs and entities, refused)."""
+
+    code = "xml_invalid"

@@ -18,11 +18,13 @@ from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from service.routers import (
     accounts,
+    capture,
     codes,
     duplicates,
     exports,
     health,
     households,
+    openrosa,
     reviews,
     submissions,
     units,
@@ -42,6 +44,8 @@ ROUTERS = (
     exports.router,
     codes.router,
     reviews.router,
+    openrosa.router,
+    capture.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.

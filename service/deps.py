@@ -49,8 +49,12 @@ def get_current_user(
     """The user whose bearer token came with the request; 401 when missing/unknown/revoked."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("Thiếu token: gửi tiêu đề 'Authorization: Bearer <token>'.")
-    token_hash = hash_token(credentials.credentials)
-    user = session.scalar(select(User).where(User.token_hash == token_hash))
+    return user_for_token(session, credentials.credentials)
+
+
+def user_for_token(session: Session, token: str) -> User:
+    """The user holding ``token`` (looked up by its hash); 401 when unknown or revoked."""
+    user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
     # End the read now: the connection goes back to the pool while the handler works, so a
     # handler that opens sessions of its own (intake) never holds two connections at once.
     session.commit()
@@ -66,6 +70,10 @@ class RoleGuard:
         self.roles = frozenset(roles)
 
     def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
+        return self.admit(user)
+
+    def admit(self, user: User) -> User:
+        """``user`` when their role is one of the guard's; 403 otherwise."""
         if user.role not in self.roles:
             allowed = ", ".join(sorted(self.roles))
             raise ForbiddenError(
@@ -73,6 +81,17 @@ class RoleGuard:
                 required_roles=sorted(self.roles),
             )
         return user
+
+
+class PathTokenGuard(RoleGuard):
+    """A role guard for clients that carry the token in the URL path, ``{token}``.
+
+    ODK Collect and KoboCollect are configured with a server URL only (as ODK Central's app
+    users are), so OpenRosa routes take the bearer token from the path instead of a header.
+    """
+
+    def __call__(self, session: SessionDep, token: str) -> User:  # type: ignore[override]
+        return self.admit(user_for_token(session, token))
 
 
 ANY_ROLE = RoleGuard("surveyor", "reviewer", "admin", "postal")

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from geo.errors import CrsError, GeoError, InputFileError, PostcodeError
+from geo.errors import CrsError, GeoError, InputFileError, PostcodeError, XmlSyntaxError
+from service.logs import loggable_path
 
 log = logging.getLogger("diachiso.errors")
 
@@ -72,6 +73,12 @@ class ConflictError(ServiceError):
     code = "conflict"
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    """The body is of a media type the endpoint does not read (OpenRosa wants multipart)."""
+
+    code = "media_type_unsupported"
+
+
 class PayloadTooLargeError(ServiceError):
     """The body is over the configured size limit."""
 
@@ -93,7 +100,9 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (NotFoundError, 404),
     (ConflictError, 409),
     (PayloadTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (UnavailableError, 503),
+    (XmlSyntaxError, 400),
     (CrsError, 422),
     (PostcodeError, 422),
     (InputFileError, 422),
@@ -134,7 +143,9 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError | GeoError)
     status = status_for(exc)
-    log.warning("%s %s -> %s %s: %s", request.method, request.url.path, status, exc.code, exc)
+    log.warning(
+        "%s %s -> %s %s: %s", request.method, loggable_path(request.url.path), status, exc.code, exc
+    )
     extra = dict(exc.extra) if isinstance(exc, ServiceError) else {}
     if isinstance(exc, GeoError) and exc.detail is not None:
         extra["errors"] = exc.detail
@@ -147,7 +158,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
         for err in exc.errors()
     ]
-    log.warning("%s %s -> 422 request_invalid", request.method, request.url.path)
+    log.warning("%s %s -> 422 request_invalid", request.method, loggable_path(request.url.path))
     fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
     return problem(422, "request_invalid", f"Yêu cầu không hợp lệ: {fields}", errors=errors)
 
@@ -163,14 +174,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s -> 503 database unavailable: %s", request.method, request.url.path, exc)
+    log.error(
+        "%s %s -> 503 database unavailable: %s",
+        request.method,
+        loggable_path(request.url.path),
+        exc,
+    )
     return problem(
         503, "database_unavailable", "Cơ sở dữ liệu tạm thời không truy cập được; hãy thử lại."
     )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s -> 500", request.method, request.url.path, exc_info=exc)
+    log.error("%s %s -> 500", request.method, loggable_path(request.url.path), exc_info=exc)
     return problem(500, "internal_error", "Lỗi máy chủ; sự cố đã được ghi lại.")
 
 

@@ -114,11 +114,18 @@ def submit(
     user: User,
     now: datetime,
     options: IntakeOptions,
+    channel: str = "api",
+    raw_items: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Store, validate and write one batch; the per-item results in request order."""
-    raw_items = parse_envelope(body, max_items=options.max_items)
+    """Store, validate and write one batch; the per-item results in request order.
+
+    ``raw_items`` are the batch's items when ``body`` is not a JSON envelope (an OpenRosa
+    instance, ``channel="openrosa"``): the body is still stored verbatim first.
+    """
+    if raw_items is None:
+        raw_items = parse_envelope(body, max_items=options.max_items)
     batch_id = _store_batch(
-        database, body=body, content_type=content_type, user=user, n=len(raw_items)
+        database, body=body, content_type=content_type, user=user, n=len(raw_items), channel=channel
     )
     for attempt in range(_ATTEMPTS):
         items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
@@ -188,18 +195,25 @@ def _storable(raw: Any, text_: bytes) -> Any:
 
 
 def _store_batch(
-    database: Database, *, body: bytes, content_type: str | None, user: User, n: int
+    database: Database,
+    *,
+    body: bytes,
+    content_type: str | None,
+    user: User,
+    n: int,
+    channel: str,
 ) -> uuid.UUID:
     batch_id = uuid.uuid4()
     with database.sessions() as session, session.begin():
         session.execute(
             text(
-                "INSERT INTO intake_batches (id, user_id, content_type, body, body_sha256, "
-                "item_count) VALUES (:id, :user_id, :ct, :body, :sha, :n)"
+                "INSERT INTO intake_batches (id, user_id, channel, content_type, body, "
+                "body_sha256, item_count) VALUES (:id, :user_id, :channel, :ct, :body, :sha, :n)"
             ),
             {
                 "id": batch_id,
                 "user_id": user.id,
+                "channel": channel,
                 "ct": content_type,
                 "body": body,
                 "sha": hashlib.sha256(body).hexdigest(),

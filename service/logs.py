@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -14,6 +15,14 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 #: The id of the request being served (set by the request-log middleware), for logs and audit.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+#: OpenRosa clients carry their bearer token in the path (``/openrosa/{token}/…``).
+_PATH_TOKEN = re.compile(r"(/openrosa/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """``path`` with any bearer token in it replaced by ``***``: the only form that is logged."""
+    return _PATH_TOKEN.sub(r"\1***", path)
 
 
 class JsonFormatter(logging.Formatter):

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
+from service.logs import loggable_path
 from service.logs import request_id as current_request_id
 
 log = logging.getLogger("diachiso.request")
@@ -120,7 +121,7 @@ class RequestLogMiddleware:
         except Exception as exc:
             # Answered here rather than by Starlette's outermost handler, so the 500 still
             # carries the request id (header, body and log line) that support will ask for.
-            log.error("%s %s -> 500", scope["method"], scope["path"], exc_info=exc)
+            log.error("%s %s -> 500", scope["method"], loggable_path(scope["path"]), exc_info=exc)
             if started:
                 raise
             response = problem(
@@ -131,14 +132,15 @@ class RequestLogMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            path = loggable_path(scope["path"])
             extra: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope["method"],
-                "path": scope["path"],
+                "path": path,
                 "status": status,
                 "duration_ms": round((time.perf_counter() - start) * 1000, 2),
             }
-            log.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
+            log.info("%s %s %s", scope["method"], path, status, extra=extra)
             current_request_id.reset(token)
 
 

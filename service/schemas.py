@@ -154,6 +154,39 @@ class MeOut(BaseModel):
     area: list[str]
 
 
+class HamletChoiceOut(BaseModel):
+    """A hamlet a field client offers, with its commune (both valid now)."""
+
+    code: str
+    name: str
+    commune_code: str
+    commune_name: str
+
+
+class CaptureConfigOut(BaseModel):
+    """What the capture page needs: who captures, where, and the GPS thresholds (metres)."""
+
+    user: MeOut
+    accuracy_target_m: float
+    accuracy_warn_m: float
+    accuracy_hard_m: float
+    batch_size: int
+    hamlets: list[HamletChoiceOut]
+
+
+class CollectSettingsOut(BaseModel):
+    """An ODK Collect configuration for one surveyor: the QR code and what it holds."""
+
+    id: int
+    name: str
+    team: str | None
+    token: str
+    server_url: str
+    settings: dict[str, Any]
+    payload: str
+    qr_svg: str
+
+
 class Health(BaseModel):
     """Liveness/readiness state."""
 

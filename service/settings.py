@@ -60,6 +60,24 @@ class Settings(BaseSettings):
     dedupe_auto_link: bool = Field(
         default=False, description="Merge exact re-captures (same name, phone, spot) unreviewed"
     )
+    capture_accuracy_m: float = Field(
+        default=10.0, gt=0, description="GPS accuracy field clients wait for before saving"
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL phones reach the service at (Collect settings, form links); "
+        "unset: the URL of each request",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        url = (value or "").strip()
+        if not url:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("DIACHISO_PUBLIC_URL must be an http:// or https:// URL")
+        return url.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -126,6 +126,12 @@ def surveyor(area: None, make_token: Callable[..., str]) -> dict[str, str]:
 
 
 @pytest.fixture
+def app_token(surveyor: dict[str, str]) -> str:
+    """The bare token of the team A surveyor (OpenRosa clients carry it in the URL path)."""
+    return surveyor["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture
 def surveyor_b(area: None, make_token: Callable[..., str]) -> dict[str, str]:
     """Headers of a surveyor of team B."""
     return {"Authorization": f"Bearer {make_token('surveyor', team='Tổ B', name='Bình')}"}
