@@ -19,6 +19,7 @@ from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from service.routers import (
     accounts,
     codes,
+    coverage,
     duplicates,
     exports,
     health,
@@ -42,6 +43,7 @@ ROUTERS = (
     exports.router,
     codes.router,
     reviews.router,
+    coverage.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.
