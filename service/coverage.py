@@ -42,8 +42,8 @@ SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL
 FROM admin_units WHERE {_CURRENT}
 """
 
-# ``scope`` narrows the scan to some communes (or none: everything). Every household counts in
-# last_captured_at, whatever its status; only live ones count as captured.
+# Every household counts in last_captured_at, whatever its status; only live ones count as
+# captured.
 _HOUSEHOLDS_SQL = """
 SELECT commune_code, hamlet_code,
        count(*) FILTER (WHERE status IN ('accepted', 'flagged')),
@@ -51,20 +51,20 @@ SELECT commune_code, hamlet_code,
        count(*) FILTER (WHERE status = 'flagged'),
        count(*) FILTER (WHERE status = 'rejected'),
        max(captured_at)
-FROM households WHERE {scope} GROUP BY 1, 2
+FROM households GROUP BY 1, 2
 """
 
 # A rejected item keeps the hamlet it claimed; its commune is unknown when the point was
 # outside every commune (the caller then takes the claimed hamlet's commune).
 _REJECTED_SQL = """
 SELECT commune_code, hamlet_code, count(*), max(captured_at)
-FROM submissions WHERE status = 'rejected' AND ({scope}) GROUP BY 1, 2
+FROM submissions WHERE status = 'rejected' GROUP BY 1, 2
 """
 
 _OPEN_DUPLICATES_SQL = """
 SELECT h.commune_code, h.hamlet_code, count(*)
 FROM duplicate_candidates c JOIN households h ON h.id = c.household_b
-WHERE c.status = 'open' AND ({scope}) GROUP BY 1, 2
+WHERE c.status = 'open' GROUP BY 1, 2
 """
 
 # Days are Vietnam calendar days. ``team`` is the capturing team's name (null: no team).
@@ -120,28 +120,37 @@ def load_tree(session: Session) -> UnitTree:
     )
 
 
-def load_leaves(session: Session, tree: UnitTree, scope: Scope) -> dict[LeafKey, Counts]:
+def load_leaves(session: Session, tree: UnitTree) -> dict[LeafKey, Counts]:
     """Counts per ``(commune_code, hamlet_code)``: households, rejected items, open pairs."""
     # The aggregates read many rows with cheap per-row work: JIT compilation would cost more
     # than the query itself (hundreds of ms).
     session.execute(text("SET LOCAL jit = off"))
-    where, params = scope.where()
     leaves: dict[LeafKey, Counts] = defaultdict(Counts)
-    households = session.execute(text(_HOUSEHOLDS_SQL.format(scope=where)), params)
-    for commune, hamlet, captured, accepted, flagged, rejected, last in households:
-        leaves[(commune, hamlet)] += Counts(captured, accepted, flagged, rejected, 0, last)
-    rejected_where, rejected_params = _rejected_scope(tree, scope).where()
-    for commune, hamlet, n, last in session.execute(
-        text(_REJECTED_SQL.format(scope=rejected_where)), rejected_params
+    for commune, hamlet, captured, accepted, flagged, rejected, last in session.execute(
+        text(_HOUSEHOLDS_SQL)
     ):
+        leaves[(commune, hamlet)] += Counts(captured, accepted, flagged, rejected, 0, last)
+    for commune, hamlet, n, last in session.execute(text(_REJECTED_SQL)):
         key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
         leaves[key] += Counts(rejected=n, last_captured_at=last)
-    dup_where, dup_params = scope.where(alias="h")
-    for commune, hamlet, n in session.execute(
-        text(_OPEN_DUPLICATES_SQL.format(scope=dup_where)), dup_params
-    ):
+    for commune, hamlet, n in session.execute(text(_OPEN_DUPLICATES_SQL)):
         leaves[(commune, hamlet)] += Counts(open_duplicates=n)
     return dict(leaves)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCoverage:
+    """Every current unit's counts and expected households."""
+
+    tree: UnitTree
+    totals: dict[str, Counts]
+    expected: dict[str, int | None]
+
+
+def load_unit_coverage(session: Session) -> UnitCoverage:
+    """Coverage of every current unit: one pass over each table, then the roll-up."""
+    tree = load_tree(session)
+    return UnitCoverage(tree, roll_up(tree, load_leaves(session, tree)), expected_counts(tree))
 
 
 def _rejected_scope(tree: UnitTree, scope: Scope) -> Scope:
@@ -213,39 +222,37 @@ def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
     return Scope(tuple(sorted(communes)), tuple(sorted(hamlets)))
 
 
-def coverage_page(session: Session, query: CoverageQuery) -> tuple[list[dict[str, Any]], bool]:
+def coverage_page(
+    session: Session, units: UnitCoverage, query: CoverageQuery
+) -> tuple[list[dict[str, Any]], bool]:
     """A page of coverage items (by code) and whether more follow."""
-    tree = load_tree(session)
-    codes = select_units(tree, query)
+    codes = select_units(units.tree, query)
     if query.after_code is not None:
         codes = [c for c in codes if c > query.after_code]
     page, more = codes[: query.limit], len(codes) > query.limit
-    items = coverage_items(session, tree, page)
-    if query.series:
-        add_series(session, tree, items)
+    items = [coverage_item(units, code) for code in page]
+    if query.series and items:
+        add_series(session, units.tree, items)
     return items, more
 
 
-def coverage_one(session: Session, code: str, *, series: bool) -> dict[str, Any]:
+def coverage_one(
+    session: Session, units: UnitCoverage, code: str, *, series: bool
+) -> dict[str, Any]:
     """One unit's coverage; 404 ``unit_not_found`` when no current unit has the code."""
-    tree = load_tree(session)
-    if code not in tree.units:
+    if code not in units.tree.units:
         raise NotFoundError(
             f"Không có đơn vị mã '{code}' tại thời điểm này.", code="unit_not_found"
         )
-    items = coverage_items(session, tree, [code])
+    item = coverage_item(units, code)
     if series:
-        add_series(session, tree, items)
-    return items[0]
+        add_series(session, units.tree, [item])
+    return item
 
 
-def coverage_items(session: Session, tree: UnitTree, codes: Sequence[str]) -> list[dict[str, Any]]:
-    """The API shape of each unit's coverage (in the order of ``codes``)."""
-    if not codes:
-        return []
-    totals = roll_up(tree, load_leaves(session, tree, scope_of(tree, codes)))
-    expected = expected_counts(tree)
-    return [item_out(tree.units[c], totals.get(c, Counts()), expected[c]) for c in codes]
+def coverage_item(units: UnitCoverage, code: str) -> dict[str, Any]:
+    """The API shape of one unit's coverage."""
+    return item_out(units.tree.units[code], units.totals.get(code, Counts()), units.expected[code])
 
 
 def item_out(unit: UnitNode, counts: Counts, expected: int | None) -> dict[str, Any]:

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     dedupe_auto_link: bool = Field(
         default=False, description="Merge exact re-captures (same name, phone, spot) unreviewed"
     )
+    tiles_max_stale_s: float = Field(
+        default=15.0, ge=0, description="How long tiles may use coverage older than the data"
+    )
+    basemap_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Raster basemap tile URL ({z}/{x}/{y}) for the map pages; none by default",
+    )
 
     @field_validator("database_url")
     @classmethod
