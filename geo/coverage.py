@@ -59,6 +59,7 @@ class UnitNode:
     parent_code: str | None
     expected: int | None = None
     has_geometry: bool = False
+    bbox: tuple[float, float, float, float] | None = None  # w, s, e, n of its polygon
 
 
 #: ``(commune_code, hamlet_code)`` of a leaf; either may be None.

@@ -25,6 +25,7 @@ from service.routers import (
     exports,
     health,
     households,
+    pages,
     reviews,
     submissions,
     tiles,
@@ -49,6 +50,7 @@ ROUTERS = (
     reviews.router,
     coverage.router,
     tiles.router,
+    pages.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         redoc_url=None,
     )
     _mount_api_docs(app)
+    pages.mount_static(app)
     app.state.settings = settings
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
     app.state.coverage_cache = SnapshotCache(load_unit_coverage)

@@ -38,7 +38,8 @@ from service.errors import BadRequestError, NotFoundError
 _CURRENT = "valid_from <= now() AND (valid_to IS NULL OR valid_to > now())"
 
 _UNITS_SQL = f"""
-SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL
+SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL,
+       ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom)
 FROM admin_units WHERE {_CURRENT}
 """
 
@@ -109,14 +110,15 @@ def load_tree(session: Session) -> UnitTree:
     rows = session.execute(text(_UNITS_SQL)).all()
     return UnitTree(
         UnitNode(
-            code=code,
-            level=level,
-            name=name,
-            parent_code=parent,
+            code,
+            level,
+            name,
+            parent,
             expected=expected,
-            has_geometry=geo,
+            has_geometry=mapped,
+            bbox=(w, s, e, n) if mapped else None,
         )
-        for code, level, name, parent, expected, geo in rows
+        for code, level, name, parent, expected, mapped, w, s, e, n in rows
     )
 
 
@@ -256,7 +258,7 @@ def coverage_item(units: UnitCoverage, code: str) -> dict[str, Any]:
 
 
 def item_out(unit: UnitNode, counts: Counts, expected: int | None) -> dict[str, Any]:
-    """A coverage item: PRODUCT.md's shape plus ``parent_code`` and ``outline``."""
+    """A coverage item: PRODUCT.md's shape plus ``parent_code``, ``outline`` and ``bbox``."""
     return {
         "code": unit.code,
         "name": unit.name,
@@ -266,6 +268,7 @@ def item_out(unit: UnitNode, counts: Counts, expected: int | None) -> dict[str, 
         **counts.as_dict(),
         "coverage_pct": coverage_pct(counts.accepted, expected),
         "outline": outline_of(unit),
+        "bbox": list(unit.bbox) if unit.bbox else None,
     }
 
 

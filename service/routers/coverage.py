@@ -61,6 +61,7 @@ class CoverageOut(BaseModel):
     outline: Literal["polygon", "drafted", "none"] = Field(
         description="Imported polygon, a hamlet outline drafted from its households, or none"
     )
+    bbox: list[float] | None = Field(description="[w, s, e, n] of its polygon (WGS84)")
     series: list[DayOut] | None = None
     teams: list[TeamSeriesOut] | None = None
 
