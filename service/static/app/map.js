@@ -9,18 +9,16 @@ const COVERAGE_COLOURS = [
 ];
 const STATUS_COLOURS = ["match", ["get", "status"], "accepted", "#2b8a3e", "flagged", "#f08c00", "#c92a2a"];
 const CHILD_LEVEL = { province: "commune", district: "commune", commune: "hamlet" };
-// The zoom from which the tiles draw each level (service/tiles.py), and household points.
-const DRAW_ZOOM = { commune: 8, hamlet: 12, household: 14 };
 
-const state = { path: [], current: null, children: [], sort: { key: "coverage_pct", dir: 1 } };
+const state = { path: [], current: null, children: [], level: "commune", sort: { key: "coverage_pct", dir: 1 } };
 window.diachiso = { state };
 
 function style() {
   const basemap = document.querySelector('meta[name="diachiso-basemap"]').content;
-  const tiles = (layer) => [`${location.origin}/api/v1/tiles/${layer}/{z}/{x}/{y}.mvt`];
   const sources = {
-    units: { type: "vector", tiles: tiles("units"), minzoom: 0, maxzoom: 16 },
-    households: { type: "vector", tiles: tiles("households"), minzoom: 0, maxzoom: 17 },
+    units: { type: "vector", tiles: tileUrls("units", "commune"), minzoom: 0, maxzoom: 16 },
+    households: { type: "vector", tiles: tileUrls("households"), minzoom: 0, maxzoom: 17 },
+    selected: { type: "geojson", data: { type: "FeatureCollection", features: [] } },
   };
   const layers = [{ id: "background", type: "background", paint: { "background-color": "#e9eef2" } }];
   if (basemap) {
@@ -49,6 +47,10 @@ function style() {
       paint: { "line-color": "#0d4f64", "line-width": 3.5 },
     },
     {
+      id: "selected-outline", type: "line", source: "selected",
+      paint: { "line-color": "#0d4f64", "line-width": 3, "line-opacity": 0.9 },
+    },
+    {
       id: "households-clusters", type: "circle", source: "households", "source-layer": "households",
       minzoom: 12, filter: ["has", "count"],
       paint: {
@@ -71,6 +73,12 @@ function style() {
     },
   );
   return { version: 8, sources, layers };
+}
+
+/** Tile URLs of a layer; units of a fixed level (the drill-down's), not the zoom's default. */
+function tileUrls(layer, level) {
+  const query = level ? `?level=${level}` : "";
+  return [`${location.origin}/api/v1/tiles/${layer}/{z}/{x}/{y}.mvt${query}`];
 }
 
 function createMap() {
@@ -100,7 +108,9 @@ async function select(map, code) {
     ? (await api(`/api/v1/coverage?parent=${encodeURIComponent(code)}&level=${childLevel}&limit=1000`)).items
     : [];
   map.setFilter("units-selected", ["==", ["get", "code"], code]);
+  showLevel(map, childLevel || unit.level);
   zoomTo(map, unit);
+  outline(map, unit).catch(showError);
   renderCrumbs(map);
   renderSummary(unit);
   renderChart(unit);
@@ -123,16 +133,30 @@ async function pathTo(unit) {
   return path;
 }
 
+/** The selected unit's own boundary (its level may not be the one the tiles draw). */
+async function outline(map, unit) {
+  const features = [];
+  if (unit.outline === "polygon") {
+    const full = await api(`/api/v1/units/${encodeURIComponent(unit.code)}?geometry=true`);
+    if (full.geometry) features.push({ type: "Feature", geometry: full.geometry, properties: {} });
+  }
+  map.getSource("selected").setData({ type: "FeatureCollection", features });
+}
+
+function showLevel(map, level) {
+  if (state.level === level) return;
+  state.level = level;
+  map.getSource("units").setTiles(tileUrls("units", level));
+}
+
 function zoomTo(map, unit) {
   const bounds = unit.bbox || boundsOfRendered(map, unit.code);
   if (bounds) {
-    map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 40, maxZoom: 17, duration: 600 });
+    // A hamlet is zoomed in far enough for its households to be single points (zoom 14+).
+    const minZoom = unit.level === "hamlet" ? 15 : 0;
+    const camera = map.cameraForBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 40, maxZoom: 17 });
+    if (camera) map.easeTo({ ...camera, zoom: Math.max(camera.zoom, minZoom), duration: 600 });
   }
-  // A polygon's own zoom may be below the level that draws its children: go one level deeper.
-  map.once("moveend", () => {
-    const wanted = DRAW_ZOOM[CHILD_LEVEL[unit.level] || "household"];
-    if (map.getZoom() < wanted) map.easeTo({ zoom: wanted, duration: 300 });
-  });
 }
 
 function boundsOfRendered(map, code) {
@@ -217,6 +241,10 @@ function renderChart(unit) {
     svgEl("path", { d: line("captured"), fill: "none", stroke: "#1c7ed6", "stroke-width": 2 }),
     svgEl("path", { d: line("accepted"), fill: "none", stroke: "#2b8a3e", "stroke-width": 2.5 }),
   );
+  points.forEach((p, i) => {
+    svg.append(svgEl("circle", { cx: x(i), cy: y(p.captured), r: 2.5, fill: "#1c7ed6" }));
+    svg.append(svgEl("circle", { cx: x(i), cy: y(p.accepted), r: 3, fill: "#2b8a3e" }));
+  });
   const legend = el("div", { class: "chart-legend" },
     el("span", {}, el("i", { style: "background:#1c7ed6" }), "đã thu (cộng dồn)"),
     el("span", {}, el("i", { style: "background:#2b8a3e" }), "đã chấp nhận"),
