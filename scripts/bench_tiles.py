@@ -32,14 +32,12 @@ from benchlib import (
     percentile_ms,
     print_table,
     serve,
+    user_token,
     write_json,
 )
-from pydantic import SecretStr
 
 from geo.tiles import EXTENT, GRID, units_level
-from service import accounts, tiles
-from service.db import open_database
-from service.settings import Settings
+from service import tiles
 
 ZOOMS = range(8, 18)
 #: Targets of issue 7.
@@ -73,20 +71,6 @@ def parse_args() -> argparse.Namespace:
     if args.n < 1 or args.points < 1 or args.repeats < 1:
         parser.error("--n, --points and --repeats must be positive")
     return args
-
-
-def reviewer_token(url: str) -> str:
-    """A token of the reviewer role (tiles and coverage are any role; reviewers use the map)."""
-    db = open_database(Settings(database_url=SecretStr(url)), pool_size=1, max_overflow=0)
-    try:
-        with db.sessions() as session:
-            _, token = accounts.create_user(
-                session, name="bench reviewer", role="reviewer", team=None, actor=None
-            )
-            session.commit()
-        return token
-    finally:
-        db.close()
 
 
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
@@ -214,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         fill_households(database.url, province, args.n, args.seed)
         print(f"  {args.n:,} households in {time.perf_counter() - started:.1f} s", flush=True)
-        token = reviewer_token(database.url)
+        token = user_token(database.url, "reviewer")  # tiles are any role; reviewers use the map
         tile_list = fixed_tiles(database.url, args.points)
         summary["tiles"] = len(tile_list)
         with serve(database.url, workers=args.workers) as server:

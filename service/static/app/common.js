@@ -99,6 +99,22 @@ export const fmt = {
       : `${Number(m).toLocaleString("vi-VN", { maximumFractionDigits: 1 })} m`,
 };
 
+// The login dialog and the message box, the same on every page.
+document.body.append(
+  el("dialog", { id: "login" },
+    el("form", { method: "dialog" },
+      el("h2", {}, "Đăng nhập"),
+      el("p", {},
+        "Dán token do quản trị viên cấp (dạng ", el("code", {}, "dcs_…"),
+        "). Token chỉ được giữ trong phiên làm việc của trình duyệt này."),
+      el("input", { name: "token", autocomplete: "off", spellcheck: "false", placeholder: "dcs_…", required: true, "aria-label": "Token" }),
+      el("div", { class: "error", role: "alert" }),
+      el("div", { class: "row" }, el("button", { class: "btn brand", type: "submit" }, "Vào trang")),
+    ),
+  ),
+  el("div", { id: "toast", role: "status" }),
+);
+
 let toastTimer = null;
 export function toast(message, kind = "") {
   const box = document.getElementById("toast");
