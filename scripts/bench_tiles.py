@@ -106,7 +106,7 @@ def fetch_tiles(
     """One warm-up pass, then ``repeats`` timed passes; seconds per request, sizes."""
     seconds: list[float] = []
     sizes: dict[str, int] = {}
-    statuses: dict[int, int] = {}
+    statuses: dict[str, int] = {}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         for rep in range(repeats + 1):
             for layer, z, x, y in tile_list:
@@ -117,7 +117,8 @@ def fetch_tiles(
                     raise RuntimeError(f"{layer}/{z}/{x}/{y}: HTTP {response.status_code}")
                 if rep:
                     seconds.append(elapsed)
-                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    code = str(response.status_code)
+                    statuses[code] = statuses.get(code, 0) + 1
                 sizes[f"{layer}/{z}/{x}/{y}"] = len(response.content)
     largest = max(sizes, key=lambda k: sizes[k])
     return {
@@ -176,15 +177,18 @@ def time_coverage(base: str, token: str, url: str, *, repeats: int) -> dict[str,
             started = time.perf_counter()
             http.get("/api/v1/coverage", params={"level": "province"}).raise_for_status()
             quiet.append(time.perf_counter() - started)
-        with psycopg2.connect(libpq_url(url)) as conn:
-            conn.autocommit = True
+        # Not ``with conn``: psycopg2 would hold every UPDATE in one open transaction.
+        conn = psycopg2.connect(libpq_url(url))
+        conn.autocommit = True
+        try:
             for i in range(repeats):
                 with conn.cursor() as cur:
                     cur.execute("UPDATE households SET note = note WHERE id = %s", (i + 1,))
                 started = time.perf_counter()
                 http.get("/api/v1/coverage", params={"level": "province"}).raise_for_status()
                 changed.append(time.perf_counter() - started)
-        conn.close()
+        finally:
+            conn.close()
     return {"quiet": quiet, "changed": changed}
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from service.coverage import load_unit_coverage
+from service.coverage import load_unit_coverage, update_unit_coverage
 from service.db import Database, open_database
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     pages.mount_static(app)
     app.state.settings = settings
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
-    app.state.coverage_cache = SnapshotCache(load_unit_coverage)
+    app.state.coverage_cache = SnapshotCache(load_unit_coverage, update=update_unit_coverage)
     app.state.tile_caches = TileCaches(
         app.state.coverage_cache, max_stale_s=settings.tiles_max_stale_s
     )

@@ -52,7 +52,20 @@ SELECT commune_code, hamlet_code,
        count(*) FILTER (WHERE status = 'flagged'),
        count(*) FILTER (WHERE status = 'rejected'),
        max(captured_at)
-FROM households GROUP BY 1, 2
+FROM households WHERE {where} GROUP BY 1, 2
+"""
+
+# The communes whose households changed after a snapshot: where they are now, and where any
+# of their versions put them (so a household moved to another commune leaves the old one).
+_CHANGED_COMMUNES = """
+WITH changed AS (
+    SELECT id, commune_code FROM households
+    WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
+      AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
+)
+SELECT commune_code FROM changed
+UNION
+SELECT v.data ->> 'commune_code' FROM household_versions v JOIN changed c ON c.id = v.household_id
 """
 
 # A rejected item keeps the hamlet it claimed; its commune is unknown when the point was
@@ -122,16 +135,31 @@ def load_tree(session: Session) -> UnitTree:
     )
 
 
-def load_leaves(session: Session, tree: UnitTree) -> dict[LeafKey, Counts]:
-    """Counts per ``(commune_code, hamlet_code)``: households, rejected items, open pairs."""
-    # The aggregates read many rows with cheap per-row work: JIT compilation would cost more
-    # than the query itself (hundreds of ms).
+def load_households(
+    session: Session, *, communes: Sequence[str | None] | None = None
+) -> dict[LeafKey, Counts]:
+    """Household counts per ``(commune_code, hamlet_code)``, of some communes or of all."""
+    # Many rows with cheap per-row work: JIT compilation would cost more than the query.
     session.execute(text("SET LOCAL jit = off"))
-    leaves: dict[LeafKey, Counts] = defaultdict(Counts)
+    where, params = "TRUE", {}
+    if communes is not None:
+        where = "commune_code = ANY(:communes)"
+        if None in communes:
+            where = f"({where} OR commune_code IS NULL)"
+        params = {"communes": [c for c in communes if c is not None]}
+    leaves: dict[LeafKey, Counts] = {}
     for commune, hamlet, captured, accepted, flagged, rejected, last in session.execute(
-        text(_HOUSEHOLDS_SQL)
+        text(_HOUSEHOLDS_SQL.format(where=where)), params
     ):
-        leaves[(commune, hamlet)] += Counts(captured, accepted, flagged, rejected, 0, last)
+        leaves[(commune, hamlet)] = Counts(captured, accepted, flagged, rejected, 0, last)
+    return leaves
+
+
+def with_rejected_and_pairs(
+    session: Session, tree: UnitTree, households: Mapping[LeafKey, Counts]
+) -> dict[LeafKey, Counts]:
+    """The household counts plus rejected items and open pairs (both small: read in full)."""
+    leaves: dict[LeafKey, Counts] = defaultdict(Counts, households)
     for commune, hamlet, n, last in session.execute(text(_REJECTED_SQL)):
         key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
         leaves[key] += Counts(rejected=n, last_captured_at=last)
@@ -142,17 +170,41 @@ def load_leaves(session: Session, tree: UnitTree) -> dict[LeafKey, Counts]:
 
 @dataclass(frozen=True, slots=True)
 class UnitCoverage:
-    """Every current unit's counts and expected households."""
+    """Every current unit's counts and expected households (and the household leaves read)."""
 
     tree: UnitTree
     totals: dict[str, Counts]
     expected: dict[str, int | None]
+    households: dict[LeafKey, Counts]
 
 
 def load_unit_coverage(session: Session) -> UnitCoverage:
     """Coverage of every current unit: one pass over each table, then the roll-up."""
     tree = load_tree(session)
-    return UnitCoverage(tree, roll_up(tree, load_leaves(session, tree)), expected_counts(tree))
+    return _covered(session, tree, load_households(session), expected_counts(tree))
+
+
+def update_unit_coverage(session: Session, previous: UnitCoverage, since: str) -> UnitCoverage:
+    """``previous`` brought up to date: households read again only in the communes where a
+    household changed after the snapshot ``since`` (where it is now, and where any of its
+    versions put it: one moved away leaves the old commune). Units are unchanged (the cache
+    checks); rejected items and open pairs are read in full, as always.
+    """
+    changed = set(session.execute(text(_CHANGED_COMMUNES), {"snapshot": since}).scalars())
+    households = {k: v for k, v in previous.households.items() if k[0] not in changed}
+    if changed:
+        households.update(load_households(session, communes=list(changed)))
+    return _covered(session, previous.tree, households, previous.expected)
+
+
+def _covered(
+    session: Session,
+    tree: UnitTree,
+    households: dict[LeafKey, Counts],
+    expected: dict[str, int | None],
+) -> UnitCoverage:
+    totals = roll_up(tree, with_rejected_and_pairs(session, tree, households))
+    return UnitCoverage(tree, totals, expected, households)
 
 
 def _rejected_scope(tree: UnitTree, scope: Scope) -> Scope:

@@ -4,7 +4,10 @@ A :class:`SnapshotCache` remembers the snapshot its value was read in. It is cur
 household changed after that snapshot (migration 0002's trigger stamps ``change_xid`` on every
 write, the same test incremental exports use), the units did not change (``admin_units_rev``),
 and the open duplicate pairs and rejected items, which carry no such stamp, are the same sets.
-Checking that costs two index lookups; reading the value again can cost a province-wide scan.
+Checking that costs two index lookups; reading the value again can cost a province-wide scan,
+so a cache may be given an ``update``: it receives the previous value and the snapshot it was
+read in, and reads only what changed since (see ``service.coverage``). A full read still
+happens when the units changed and at least every FULL_READ_S.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from service.db import Database
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Even with an ``update``, the value is read in full at least this often (seconds).
+FULL_READ_S = 300.0
 
 _STATE = """
 SELECT (SELECT rev FROM admin_units_rev),
@@ -46,6 +51,7 @@ class _Entry(Generic[T]):
     snapshot: str
     state: tuple[Any, ...]
     loaded_at: float
+    full_at: float
 
 
 class SnapshotCache(Generic[T]):
@@ -55,8 +61,14 @@ class SnapshotCache(Generic[T]):
     compared with the households' change stamps on every :meth:`get`.
     """
 
-    def __init__(self, load: Callable[[Session], T]) -> None:
+    def __init__(
+        self,
+        load: Callable[[Session], T],
+        *,
+        update: Callable[[Session, T, str], T] | None = None,
+    ) -> None:
         self._load = load
+        self._update = update
         self._entry: _Entry[T] | None = None
         self._lock = threading.Lock()
         self._refreshing = False
@@ -72,10 +84,10 @@ class SnapshotCache(Generic[T]):
             return entry.value
         with self._lock:
             if self._entry is entry or self._entry is None:
-                self._entry = self._read(database)
+                self._entry = self._read(database, self._entry)
             return self._entry.value
 
-    def _read(self, database: Database) -> _Entry[T]:
+    def _read(self, database: Database, previous: _Entry[T] | None) -> _Entry[T]:
         with database.sessions() as session:
             session.connection(
                 execution_options={
@@ -86,9 +98,19 @@ class SnapshotCache(Generic[T]):
             snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
             state = tuple(session.execute(text(_STATE)).one())
             session.execute(text("SET LOCAL jit = off"))
-            value = self._load(session)
+            now = time.monotonic()
+            if (
+                previous is not None
+                and self._update is not None
+                and previous.state[0] == state[0]  # the same units revision
+                and now - previous.full_at < FULL_READ_S
+            ):
+                value = self._update(session, previous.value, previous.snapshot)
+                full_at = previous.full_at
+            else:
+                value, full_at = self._load(session), now
             session.rollback()
-        return _Entry(value, snapshot, state, time.monotonic())
+        return _Entry(value, snapshot, state, now, full_at)
 
     def _refresh_in_background(self, database: Database) -> None:
         with self._lock:
@@ -99,9 +121,12 @@ class SnapshotCache(Generic[T]):
 
     def _refresh(self, database: Database) -> None:
         try:
-            entry = self._read(database)
             with self._lock:
-                self._entry = entry
+                previous = self._entry
+            entry = self._read(database, previous)
+            with self._lock:
+                if self._entry is previous:
+                    self._entry = entry
         except Exception:
             log.exception("refreshing a tile cache failed")
         finally:

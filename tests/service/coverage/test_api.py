@@ -184,3 +184,25 @@ def test_an_empty_service_has_no_coverage(
 ) -> None:
     response = client.get("/api/v1/coverage", headers=admin_headers)
     assert response.status_code == 200 and response.json() == {"items": [], "next_cursor": None}
+
+
+def test_a_household_moved_to_another_commune_leaves_the_old_one(
+    client: TestClient, campaign: Campaign, db: Session
+) -> None:
+    from service.dedupe import add_version
+
+    before = coverage(client, campaign.reviewer, parent="98")
+    hid = campaign.flagged  # in 98001-02
+    db.execute(
+        text(
+            "UPDATE households SET commune_code = '98002', hamlet_code = '98002-01' WHERE id = :id"
+        ),
+        {"id": hid},
+    )
+    add_version(db, hid, reason="correction", actor=None)
+    db.commit()
+    after = coverage(client, campaign.reviewer, parent="98")
+    assert after["98001"]["captured"] == before["98001"]["captured"] - 1
+    assert after["98002"]["captured"] == before["98002"]["captured"] + 1
+    assert_matches_tables(coverage(client, campaign.reviewer, level="hamlet"), db)
+    assert_matches_tables(after, db)
