@@ -31,14 +31,13 @@ from benchlib import (
     load_province,
     print_table,
     serve,
+    user_token,
     write_json,
 )
-from pydantic import SecretStr
 from sqlalchemy import make_url
 
-from service import accounts, exports
-from service.db import open_database
-from service.settings import Settings, sqlalchemy_url
+from service import exports
+from service.settings import sqlalchemy_url
 
 FORMATS = ("csv", "geojson", "gpkg")
 #: Targets of issue 6: time ratio against the raw tool, and RSS growth full vs small.
@@ -68,16 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 def postal_token(url: str) -> str:
     """A token of the postal role."""
-    db = open_database(Settings(database_url=SecretStr(url)), pool_size=1, max_overflow=0)
-    try:
-        with db.sessions() as session:
-            _, token = accounts.create_user(
-                session, name="bench postal", role="postal", team=None, actor=None
-            )
-            session.commit()
-        return token
-    finally:
-        db.close()
+    return user_token(url, "postal")
 
 
 def small_unit(url: str, n: int) -> tuple[str, int]:

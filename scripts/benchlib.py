@@ -183,6 +183,21 @@ def load_province(url: str, province: DemoProvince, *, surveyors: int) -> list[s
         db.close()
 
 
+def user_token(url: str, role: str) -> str:
+    """A new user of ``role`` (no team) and its token."""
+    settings = Settings(database_url=SecretStr(url))
+    db = open_database(settings, pool_size=1, max_overflow=0)
+    try:
+        with db.sessions() as session:
+            _, token = accounts.create_user(
+                session, name=f"bench {role}", role=role, team=None, actor=None
+            )
+            session.commit()
+        return token
+    finally:
+        db.close()
+
+
 # --- the real server ----------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from service.coverage import load_unit_coverage, update_unit_coverage
 from service.db import Database, open_database
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -20,17 +21,22 @@ from service.routers import (
     accounts,
     capture,
     codes,
+    coverage,
     duplicates,
     exports,
     health,
     households,
     openrosa,
+    pages,
     reviews,
     submissions,
+    tiles,
     units,
 )
 from service.schemas import BatchIn
 from service.settings import Settings
+from service.snapshots import SnapshotCache
+from service.tiles import TileCaches
 from service.unit_index import UnitIndexCache
 
 #: Every router of the app, in the order they are mounted.
@@ -46,6 +52,9 @@ ROUTERS = (
     reviews.router,
     openrosa.router,
     capture.router,
+    coverage.router,
+    tiles.router,
+    pages.router,
 )
 
 DESCRIPTION = """Thu thập, kiểm tra và cấp mã địa chỉ số cho hộ gia đình.
@@ -77,8 +86,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         redoc_url=None,
     )
     _mount_api_docs(app)
+    pages.mount_static(app)
     app.state.settings = settings
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
+    app.state.coverage_cache = SnapshotCache(load_unit_coverage, update=update_unit_coverage)
+    app.state.tile_caches = TileCaches(
+        app.state.coverage_cache, max_stale_s=settings.tiles_max_stale_s
+    )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

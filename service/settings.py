@@ -79,6 +79,15 @@ class Settings(BaseSettings):
             raise ValueError("DIACHISO_PUBLIC_URL must be an http:// or https:// URL")
         return url.rstrip("/")
 
+    tiles_max_stale_s: float = Field(
+        default=15.0, ge=0, description="How long tiles may use coverage older than the data"
+    )
+    basemap_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Raster basemap tile URL ({z}/{x}/{y}) for the map pages; none by default",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:

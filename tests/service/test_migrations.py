@@ -43,6 +43,13 @@ def test_spatial_indexes_exist(db_url: URL) -> None:
             text("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING gist (geom)%'")
         ).scalars()
         assert {"admin_units_geom_idx", "households_geom_idx"} <= set(rows)
+        coverage = conn.execute(
+            text(
+                "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%coverage%' "
+                "OR indexname = 'submissions_rejected_idx'"
+            )
+        ).scalars()
+        assert set(coverage) == {"households_coverage_idx", "submissions_rejected_idx"}
     engine.dispose()
 
 

@@ -1,0 +1,205 @@
+"""Coverage arithmetic: which units a household counts in, roll-ups, expected counts, per cent.
+
+Pure functions on plain values. The service aggregates households, rejected submissions and
+open duplicate candidates in SQL by ``(commune_code, hamlet_code)`` (a *leaf*); this module
+attributes each leaf to the units it counts in and adds up.
+
+A leaf counts in the hamlet named by its ``hamlet_code`` (when that is a current hamlet), in
+the commune named by its ``commune_code`` and in every ancestor of that commune (district,
+province). A commune's counts are therefore its own households, not the sum of its hamlets':
+a household whose claimed hamlet is unknown still counts in its commune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+LEVELS = ("province", "district", "commune", "hamlet")
+#: Depth of each level in the tree; a child is deeper than its parent.
+DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What was captured in one unit (or leaf); ``captured`` = ``accepted`` + ``flagged``."""
+
+    captured: int = 0
+    accepted: int = 0
+    flagged: int = 0
+    rejected: int = 0
+    open_duplicates: int = 0
+    last_captured_at: datetime | None = None
+
+    def __add__(self, other: Counts) -> Counts:
+        last = [t for t in (self.last_captured_at, other.last_captured_at) if t is not None]
+        return Counts(
+            captured=self.captured + other.captured,
+            accepted=self.accepted + other.accepted,
+            flagged=self.flagged + other.flagged,
+            rejected=self.rejected + other.rejected,
+            open_duplicates=self.open_duplicates + other.open_duplicates,
+            last_captured_at=max(last) if last else None,
+        )
+
+    def as_dict(self) -> dict[str, int | datetime | None]:
+        """The counts by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class UnitNode:
+    """A current unit as the roll-up needs it."""
+
+    code: str
+    level: str
+    name: str
+    parent_code: str | None
+    expected: int | None = None
+    has_geometry: bool = False
+    bbox: tuple[float, float, float, float] | None = None  # w, s, e, n of its polygon
+
+
+#: ``(commune_code, hamlet_code)`` of a leaf; either may be None.
+LeafKey = tuple[str | None, str | None]
+
+
+class UnitTree:
+    """Current units indexed by code, with each commune's chain of ancestors."""
+
+    def __init__(self, units: Iterable[UnitNode]) -> None:
+        self.units: dict[str, UnitNode] = {u.code: u for u in units}
+        self.children: dict[str | None, list[str]] = {}
+        self._leaf_units: dict[LeafKey, list[str]] = {}
+        for unit in sorted(self.units.values(), key=lambda u: u.code):
+            parent = unit.parent_code if unit.parent_code in self.units else None
+            self.children.setdefault(parent, []).append(unit.code)
+
+    def ancestors(self, code: str) -> list[str]:
+        """``code`` and its ancestors up to the root (only current units; cycles cut).
+
+        >>> tree = UnitTree([UnitNode("9", "province", "P", None),
+        ...                  UnitNode("90", "district", "D", "9"),
+        ...                  UnitNode("90001", "commune", "C", "90")])
+        >>> tree.ancestors("90001")
+        ['90001', '90', '9']
+        >>> tree.ancestors("nope")
+        []
+        """
+        chain: list[str] = []
+        current: str | None = code
+        while current in self.units and current not in chain:
+            chain.append(current)
+            current = self.units[current].parent_code
+        return chain
+
+    def units_of(self, key: LeafKey) -> list[str]:
+        """The unit codes a leaf counts in: its hamlet, then its commune and its ancestors."""
+        if (known := self._leaf_units.get(key)) is not None:
+            return known
+        self._leaf_units[key] = found = self._units_of(key)
+        return found
+
+    def _units_of(self, key: LeafKey) -> list[str]:
+        commune, hamlet = key
+        codes = []
+        if hamlet is not None and self._is_level(hamlet, "hamlet"):
+            codes.append(hamlet)
+        if commune is not None and self._is_level(commune, "commune"):
+            codes.extend(self.ancestors(commune))
+        return codes
+
+    def commune_of_hamlet(self, hamlet: str | None) -> str | None:
+        """The commune a current hamlet belongs to (None when unknown)."""
+        unit = self.units.get(hamlet) if hamlet is not None else None
+        return unit.parent_code if unit is not None and unit.level == "hamlet" else None
+
+    def descendants(self, code: str, *, level: str) -> list[str]:
+        """Current units of ``level`` below ``code``, by code."""
+        found, stack = [], list(reversed(self.children.get(code, [])))
+        while stack:
+            current = stack.pop()
+            if self.units[current].level == level:
+                found.append(current)
+            elif DEPTH[self.units[current].level] < DEPTH[level]:
+                stack.extend(reversed(self.children.get(current, [])))
+        return sorted(found)
+
+    def _is_level(self, code: str, level: str) -> bool:
+        unit = self.units.get(code)
+        return unit is not None and unit.level == level
+
+
+def roll_up(tree: UnitTree, leaves: Mapping[LeafKey, Counts]) -> dict[str, Counts]:
+    """Counts of every unit that any leaf counts in.
+
+    >>> tree = UnitTree([UnitNode("9", "province", "P", None),
+    ...                  UnitNode("90001", "commune", "C", "9"),
+    ...                  UnitNode("90001-01", "hamlet", "H", "90001")])
+    >>> leaves = {("90001", "90001-01"): Counts(2, 2), ("90001", "x"): Counts(1, 0, 1)}
+    >>> totals = roll_up(tree, leaves)
+    >>> totals["90001-01"].captured, totals["90001"].captured, totals["9"].flagged
+    (2, 3, 1)
+    """
+    sums: dict[str, list[Any]] = {}
+    for key, counts in leaves.items():
+        values = (counts.captured, counts.accepted, counts.flagged, counts.rejected)
+        for code in tree.units_of(key):
+            acc = sums.setdefault(code, [0, 0, 0, 0, 0, None])
+            for i, value in enumerate(values):
+                acc[i] += value
+            acc[4] += counts.open_duplicates
+            last = counts.last_captured_at
+            if last is not None and (acc[5] is None or last > acc[5]):
+                acc[5] = last
+    return {code: Counts(*acc) for code, acc in sums.items()}
+
+
+def expected_counts(tree: UnitTree) -> dict[str, int | None]:
+    """Each unit's expected households: its own count, or the sum over its children that have one.
+
+    None when neither the unit nor any unit below it has a count. A partial sum is still a sum:
+    children without a target add nothing (the docs say so; coverage % then reads high).
+
+    >>> tree = UnitTree([UnitNode("9", "province", "P", None),
+    ...                  UnitNode("90001", "commune", "C", "9"),
+    ...                  UnitNode("90001-01", "hamlet", "H", "90001", expected=120),
+    ...                  UnitNode("90001-02", "hamlet", "H2", "90001"),
+    ...                  UnitNode("90002", "commune", "C2", "9", expected=300)])
+    >>> expected_counts(tree)["9"], expected_counts(tree)["90001-02"]
+    (420, None)
+    """
+    result: dict[str, int | None] = {}
+    # Deepest first, so every child is settled before its parent.
+    for code in sorted(tree.units, key=lambda c: -DEPTH.get(tree.units[c].level, 0)):
+        own = tree.units[code].expected
+        if own is not None:
+            result[code] = own
+            continue
+        known = [result[c] for c in tree.children.get(code, []) if result.get(c) is not None]
+        result[code] = sum(k for k in known if k is not None) if known else None
+    return result
+
+
+def coverage_pct(accepted: int, expected: int | None) -> float | None:
+    """Accepted households as a per cent of the expected ones, one decimal; None when unknown.
+
+    Not capped at 100: more accepted than expected is worth seeing (a stale target).
+
+    >>> coverage_pct(45, 120), coverage_pct(3, None), coverage_pct(0, 0), coverage_pct(130, 120)
+    (37.5, None, None, 108.3)
+    """
+    if expected is None or expected <= 0:
+        return None
+    return round(100.0 * accepted / expected, 1)
+
+
+def check_level_below(parent_level: str, level: str) -> bool:
+    """Whether ``level`` lies below ``parent_level`` in the tree.
+
+    >>> check_level_below("province", "hamlet"), check_level_below("commune", "district")
+    (True, False)
+    """
+    return DEPTH[level] > DEPTH[parent_level]

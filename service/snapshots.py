@@ -1,0 +1,140 @@
+"""Values computed from the tables and kept until the tables change: exact, cheap to check.
+
+A :class:`SnapshotCache` remembers the snapshot its value was read in. It is current while no
+household changed after that snapshot (migration 0002's trigger stamps ``change_xid`` on every
+write, the same test incremental exports use), the units did not change (``admin_units_rev``),
+and the open duplicate pairs and rejected items, which carry no such stamp, are the same sets.
+Checking that costs two index lookups; reading the value again can cost a province-wide scan,
+so a cache may be given an ``update``: it receives the previous value and the snapshot it was
+read in, and reads only what changed since (see ``service.coverage``). A full read still
+happens when the units changed and at least every FULL_READ_S.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.db import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Even with an ``update``, the value is read in full at least this often (seconds).
+FULL_READ_S = 300.0
+
+_STATE = """
+SELECT (SELECT rev FROM admin_units_rev),
+       (SELECT count(*) || ':' || coalesce(sum(id), 0) FROM duplicate_candidates
+        WHERE status = 'open'),
+       (SELECT count(*) FROM submissions WHERE status = 'rejected')
+"""
+_CHANGED_SINCE = """
+SELECT EXISTS (
+    SELECT 1 FROM households
+    WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
+      AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[T]):
+    value: T
+    snapshot: str
+    state: tuple[Any, ...]
+    loaded_at: float
+    full_at: float
+
+
+class SnapshotCache(Generic[T]):
+    """A value computed from the tables, kept until they change (then refreshed).
+
+    ``load`` runs in a read-only REPEATABLE READ transaction; the snapshot it read is kept and
+    compared with the households' change stamps on every :meth:`get`.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[Session], T],
+        *,
+        update: Callable[[Session, T, str], T] | None = None,
+    ) -> None:
+        self._load = load
+        self._update = update
+        self._entry: _Entry[T] | None = None
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    def get(self, database: Database, session: Session, *, max_stale_s: float = 0.0) -> T:
+        """The current value; a stale one read less than ``max_stale_s`` ago (then refreshed
+        in the background) when the caller can live with that; else read again now."""
+        entry = self._entry
+        if entry is not None and _is_current(session, entry):
+            return entry.value
+        if entry is not None and time.monotonic() - entry.loaded_at <= max_stale_s:
+            self._refresh_in_background(database)
+            return entry.value
+        with self._lock:
+            if self._entry is entry or self._entry is None:
+                self._entry = self._read(database, self._entry)
+            return self._entry.value
+
+    def _read(self, database: Database, previous: _Entry[T] | None) -> _Entry[T]:
+        with database.sessions() as session:
+            session.connection(
+                execution_options={
+                    "isolation_level": "REPEATABLE READ",
+                    "postgresql_readonly": True,
+                }
+            )
+            snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
+            state = tuple(session.execute(text(_STATE)).one())
+            session.execute(text("SET LOCAL jit = off"))
+            now = time.monotonic()
+            if (
+                previous is not None
+                and self._update is not None
+                and previous.state[0] == state[0]  # the same units revision
+                and now - previous.full_at < FULL_READ_S
+            ):
+                value = self._update(session, previous.value, previous.snapshot)
+                full_at = previous.full_at
+            else:
+                value, full_at = self._load(session), now
+            session.rollback()
+        return _Entry(value, snapshot, state, now, full_at)
+
+    def _refresh_in_background(self, database: Database) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+        threading.Thread(target=self._refresh, args=(database,), daemon=True).start()
+
+    def _refresh(self, database: Database) -> None:
+        try:
+            with self._lock:
+                previous = self._entry
+            entry = self._read(database, previous)
+            with self._lock:
+                if self._entry is previous:
+                    self._entry = entry
+        except Exception:
+            log.exception("refreshing a tile cache failed")
+        finally:
+            self._refreshing = False
+
+
+def _is_current(session: Session, entry: _Entry[Any]) -> bool:
+    if tuple(session.execute(text(_STATE)).one()) != entry.state:
+        return False
+    changed = session.execute(text(_CHANGED_SINCE), {"snapshot": entry.snapshot}).scalar_one()
+    return not changed

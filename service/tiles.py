@@ -1,0 +1,394 @@
+"""Vector tiles (MVT) from PostGIS ``ST_AsMVT``: ``units`` with coverage and ``households``.
+
+Geometries are stored in EPSG:4326. Each query transforms the *tile envelope* to 4326 and
+compares it with ``geom`` (``&&``), so the GiST indexes answer the search; only the few rows
+found are transformed to 3857 for ``ST_AsMVTGeom`` (measured: no faster with a 3857 expression
+index or with the Mercator formula written out, so the plain transform stays).
+
+What cannot be read per tile in time is computed once and kept until the data change
+(:class:`SnapshotCache`): per-unit coverage (a province-wide aggregate), the drafted outlines
+of hamlets without polygons, and the household counts per quadtree cell that low-zoom clusters
+add up. A cache knows exactly when it is out of date (it remembers the snapshot it read, like
+incremental exports); it may then serve the old value for ``tiles_max_stale_s`` while a
+background thread recomputes it, which is what tiles' own ``max-age`` allows anyway.
+
+Tiles carry no personal data: households have id, status and address code only. Surveyors get
+households of their team's area only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from geo.coverage import Counts, coverage_pct
+from geo.tiles import (
+    BUFFER,
+    CELL_LEVEL,
+    EXTENT,
+    GRID,
+    Cells,
+    Clusters,
+    clusters,
+    mercator_bounds,
+)
+from service.coverage import UnitCoverage
+from service.db import Database
+from service.snapshots import SnapshotCache
+
+log = logging.getLogger(__name__)
+
+#: Household statuses drawn on the map (merged and retired households are not live).
+STATUSES = ("accepted", "flagged", "rejected")
+#: Households are single points from this zoom on, unless a tile holds more than POINTS_MAX
+#: (~35 bytes each with code and status: the cap keeps a tile far below 500 KB).
+POINTS_MIN_ZOOM = 14
+POINTS_MAX = 6000
+#: Drafted hamlet outlines are drawn this far around their outermost households (metres).
+DRAFT_BUFFER_M = 30.0
+
+
+# --- SQL, in small named pieces ----------------------------------------------------------------
+
+_ENVELOPE = "ST_TileEnvelope(:z, :x, :y)"
+#: The tile plus its MVT buffer, in the stored SRID: compared with ``geom`` so GiST is used.
+_SEARCH_BOX = "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326)"
+_CURRENT = "u.valid_from <= now() AND (u.valid_to IS NULL OR u.valid_to > now())"
+
+
+def _mvt_geom(expression: str) -> str:
+    """``expression`` (3857) clipped and quantised to the tile's integer coordinates."""
+    return f"ST_AsMVTGeom({expression}, {_ENVELOPE}, :extent, :buffer, true)"
+
+
+def _mvt(layer: str, rows: str, *, id_column: str | None = None) -> str:
+    """One MVT layer named ``layer`` from ``rows`` (geometry column ``g``)."""
+    feature_id = f", '{id_column}'" if id_column else ""
+    return (
+        f"SELECT ST_AsMVT(t, '{layer}', :extent, 'g'{feature_id}) "
+        f"FROM ({rows}) t WHERE t.g IS NOT NULL"
+    )
+
+
+def _unnest(columns: Sequence[tuple[str, str]]) -> str:
+    """``unnest`` of arrays bound as ``c_<name>``: a table ``c`` of (name, SQL type) columns."""
+    arrays = ", ".join(f"CAST(:c_{name} AS {kind}[])" for name, kind in columns)
+    return f"unnest({arrays}) AS c({', '.join(name for name, _ in columns)})"
+
+
+def _area_filter(area: Sequence[str] | None) -> str:
+    """Households of a team's area (hamlet or commune codes), or everything."""
+    return "TRUE" if area is None else "(h.hamlet_code = ANY(:area) OR h.commune_code = ANY(:area))"
+
+
+def tile_params(z: int, x: int, y: int) -> dict[str, Any]:
+    """The values every tile query binds."""
+    return {"z": z, "x": x, "y": y, "margin": BUFFER / EXTENT, "extent": EXTENT, "buffer": BUFFER}
+
+
+_UNITS_IN_TILE = f"""
+SELECT u.code FROM admin_units u
+WHERE u.level = :level AND u.geom && {_SEARCH_BOX} AND {_CURRENT}
+"""
+
+_UNIT_COLUMNS = (
+    ("code", "text"),
+    ("name", "text"),
+    ("level", "text"),
+    ("parent_code", "text"),
+    ("expected", "int"),
+    ("captured", "int"),
+    ("accepted", "int"),
+    ("flagged", "int"),
+    ("rejected", "int"),
+    ("open_duplicates", "int"),
+    ("coverage_pct", "float8"),
+    ("last_captured_at", "text"),
+)
+
+_UNITS_TILE = _mvt(
+    "units",
+    f"""
+    WITH shapes AS (
+        SELECT u.code, false AS drafted, {_mvt_geom("ST_Transform(u.geom, 3857)")} AS g
+        FROM admin_units u WHERE u.code = ANY(:polygons) AND u.level = :level AND {_CURRENT}
+        UNION ALL
+        SELECT d.code, true, {_mvt_geom("ST_GeomFromWKB(d.wkb, 3857)")}
+        FROM unnest(CAST(:draft_codes AS text[]), CAST(:draft_wkb AS bytea[])) AS d(code, wkb)
+    )
+    SELECT s.g, s.drafted, c.* FROM shapes s JOIN {_unnest(_UNIT_COLUMNS)} USING (code)
+    """,
+)
+
+_POINTS_IN_TILE = """
+SELECT count(*) FROM (
+    SELECT 1 FROM households h
+    WHERE h.geom && {box} AND h.status = ANY(:statuses) AND {area} LIMIT :cap
+) found
+"""
+
+_POINTS_TILE = _mvt(
+    "households",
+    f"""
+    SELECT h.id, h.status, h.address_code AS code, {_mvt_geom("ST_Transform(h.geom, 3857)")} AS g
+    FROM households h WHERE h.geom && {_SEARCH_BOX} AND h.status = ANY(:statuses) AND {{area}}
+    """,
+    id_column="id",
+)
+
+_CLUSTER_COLUMNS = (
+    ("px", "int"),
+    ("py", "int"),
+    ("count", "int"),
+    ("accepted", "int"),
+    ("flagged", "int"),
+    ("rejected", "int"),
+)
+
+_CLUSTERS_TILE = _mvt(
+    "households",
+    f"SELECT ST_MakePoint(c.px, c.py) AS g, c.count, c.accepted, c.flagged, c.rejected "
+    f"FROM {_unnest(_CLUSTER_COLUMNS)}",
+)
+
+# World coordinates of a household (see geo.tiles): x = (lon + 180) / 360,
+# y = (1 - asinh(tan(lat)) / pi) / 2. Tile coordinates are their affine image.
+_WORLD_X = "(ST_X(h.geom) + 180) / 360"
+_WORLD_Y = "(1 - asinh(tan(radians(ST_Y(h.geom)))) / pi()) / 2"
+
+# Clusters straight from the table (a surveyor's area, or beyond the cells' resolution): the
+# tile's households on a GRID × GRID lattice in tile coordinates, at their mean position.
+_SQL_CLUSTERS_TILE = _mvt(
+    "households",
+    f"""
+    WITH p AS (
+        SELECT h.status, ({_WORLD_X} * 2 ^ :z - :x) * :extent AS px,
+               ({_WORLD_Y} * 2 ^ :z - :y) * :extent AS py
+        FROM households h WHERE h.geom && {_SEARCH_BOX} AND h.status = ANY(:statuses) AND {{area}}
+    )
+    SELECT ST_MakePoint(round(avg(px)), round(avg(py))) AS g, count(*) AS count,
+           count(*) FILTER (WHERE status = 'accepted') AS accepted,
+           count(*) FILTER (WHERE status = 'flagged') AS flagged,
+           count(*) FILTER (WHERE status = 'rejected') AS rejected
+    FROM p GROUP BY floor(px / :cell), floor(py / :cell)
+    """,
+)
+
+_CELLS = f"""
+SELECT floor(wx * 2 ^ :level)::bigint, floor(wy * 2 ^ :level)::bigint,
+       count(*) FILTER (WHERE status = 'accepted'), count(*) FILTER (WHERE status = 'flagged'),
+       count(*) FILTER (WHERE status = 'rejected'), sum(wx), sum(wy)
+FROM (SELECT h.status, {_WORLD_X} AS wx, {_WORLD_Y} AS wy
+      FROM households h WHERE h.status = ANY(:statuses)) p
+GROUP BY 1, 2
+"""
+
+# The outline of a hamlet without polygon: the convex hull of its live households, widened a
+# little so its edge households lie inside. Buffered in 3857, where a metre on the ground is
+# 1/cos(latitude) units.
+_DRAFTS = """
+SELECT code, ST_AsBinary(ST_Buffer(g, :buffer_m / cos(radians(lat)), 'quad_segs=2'))
+FROM (SELECT h.hamlet_code AS code, ST_Transform(ST_ConvexHull(ST_Collect(h.geom)), 3857) AS g,
+             avg(ST_Y(h.geom)) AS lat
+      FROM households h
+      WHERE h.hamlet_code = ANY(:hamlets) AND h.status IN ('accepted', 'flagged')
+      GROUP BY h.hamlet_code) hulls
+"""
+
+_UNMAPPED_HAMLETS = (
+    f"SELECT u.code FROM admin_units u WHERE u.level = 'hamlet' AND u.geom IS NULL AND {_CURRENT}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A hamlet outline drawn from its households: WKB in EPSG:3857 and its bounds."""
+
+    code: str
+    wkb: bytes
+    bounds: tuple[float, float, float, float]
+
+
+def load_drafts(session: Session) -> list[Draft]:
+    """Outlines of the current hamlets without polygon that have live households."""
+    hamlets = session.scalars(text(_UNMAPPED_HAMLETS)).all()
+    rows = session.execute(
+        text(_DRAFTS), {"hamlets": list(hamlets), "buffer_m": DRAFT_BUFFER_M}
+    ).all()
+    drafts = []
+    for code, wkb in rows:
+        geometry = shapely.from_wkb(bytes(wkb))
+        drafts.append(Draft(code, bytes(wkb), tuple(geometry.bounds)))
+    return drafts
+
+
+def load_cells(session: Session) -> Cells:
+    """Households per quadtree cell of CELL_LEVEL, by status."""
+    rows = session.execute(text(_CELLS), {"level": CELL_LEVEL, "statuses": list(STATUSES)}).all()
+    if not rows:
+        return Cells.empty(STATUSES)
+    data = np.array(rows, dtype=np.float64)
+    return Cells(
+        cx=data[:, 0].astype(np.int64),
+        cy=data[:, 1].astype(np.int64),
+        counts=data[:, 2:5].astype(np.int64),
+        sum_x=data[:, 5],
+        sum_y=data[:, 6],
+        statuses=STATUSES,
+    )
+
+
+class TileCaches:
+    """What tiles read besides the tables, one set per process (``app.state.tile_caches``).
+
+    ``coverage`` is the same cache the coverage API reads (that one never accepts stale data).
+    """
+
+    def __init__(self, coverage_cache: SnapshotCache[UnitCoverage], *, max_stale_s: float) -> None:
+        self.max_stale_s = max_stale_s
+        self.coverage = coverage_cache
+        self.drafts = SnapshotCache(load_drafts)
+        self.cells = SnapshotCache(load_cells)
+
+
+# --- tiles -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TileRequest:
+    """One tile of one layer; ``area`` limits households to a team's units (surveyors)."""
+
+    z: int
+    x: int
+    y: int
+    level: str | None = None
+    area: tuple[str, ...] | None = None
+
+
+def units_tile(
+    database: Database, session: Session, caches: TileCaches, tile: TileRequest, *, level: str
+) -> bytes:
+    """Units of ``level`` in the tile with their coverage (hamlets: drafted outlines too)."""
+    params = tile_params(tile.z, tile.x, tile.y)
+    polygons = session.scalars(text(_UNITS_IN_TILE), {**params, "level": level}).all()
+    drafts = (
+        _drafts_in(caches.drafts.get(database, session, max_stale_s=caches.max_stale_s), tile)
+        if level == "hamlet"
+        else []
+    )
+    if not polygons and not drafts:
+        return b""
+    units = caches.coverage.get(database, session, max_stale_s=caches.max_stale_s)
+    codes = [*polygons, *(d.code for d in drafts)]
+    values = _unit_values(units, codes)
+    session.execute(text("SET LOCAL jit = off"))
+    mvt = session.execute(
+        text(_UNITS_TILE),
+        {
+            **params,
+            **values,
+            "level": level,
+            "polygons": list(polygons),
+            "draft_codes": [d.code for d in drafts],
+            "draft_wkb": [d.wkb for d in drafts],
+        },
+    ).scalar_one()
+    return bytes(mvt or b"")
+
+
+def _drafts_in(drafts: Sequence[Draft], tile: TileRequest) -> list[Draft]:
+    """The drafted outlines whose bounds touch the tile (and its buffer)."""
+    xmin, ymin, xmax, ymax = mercator_bounds(tile.z, tile.x, tile.y)
+    pad = (xmax - xmin) * BUFFER / EXTENT
+    return [
+        d
+        for d in drafts
+        if d.bounds[0] <= xmax + pad
+        and d.bounds[2] >= xmin - pad
+        and d.bounds[1] <= ymax + pad
+        and d.bounds[3] >= ymin - pad
+    ]
+
+
+def _unit_values(units: UnitCoverage, codes: Sequence[str]) -> dict[str, list[Any]]:
+    """Columns of the units' attributes, as arrays to bind (see _UNIT_COLUMNS)."""
+    columns: dict[str, list[Any]] = {name: [] for name, _ in _UNIT_COLUMNS}
+    for code in codes:
+        unit = units.tree.units.get(code)
+        if unit is None:
+            continue
+        counts = units.totals.get(code, Counts())
+        expected = units.expected.get(code)
+        last = counts.last_captured_at
+        row = {
+            "code": code,
+            "name": unit.name,
+            "level": unit.level,
+            "parent_code": unit.parent_code,
+            "expected": expected,
+            "captured": counts.captured,
+            "accepted": counts.accepted,
+            "flagged": counts.flagged,
+            "rejected": counts.rejected,
+            "open_duplicates": counts.open_duplicates,
+            "coverage_pct": coverage_pct(counts.accepted, expected),
+            "last_captured_at": last.isoformat() if last else None,
+        }
+        for name, value in row.items():
+            columns[name].append(value)
+    return {f"c_{name}": values for name, values in columns.items()}
+
+
+def households_tile(
+    database: Database, session: Session, caches: TileCaches, tile: TileRequest
+) -> bytes:
+    """Households in the tile: points at high zoom, clusters with counts by status below."""
+    params = {
+        **tile_params(tile.z, tile.x, tile.y),
+        "statuses": list(STATUSES),
+        "area": list(tile.area or ()),
+    }
+    area = _area_filter(tile.area)
+    session.execute(text("SET LOCAL jit = off"))
+    if tile.z >= POINTS_MIN_ZOOM:
+        found = session.execute(
+            text(_POINTS_IN_TILE.format(box=_SEARCH_BOX, area=area)),
+            {**params, "cap": POINTS_MAX + 1},
+        ).scalar_one()
+        if found <= POINTS_MAX:
+            return _scalar_bytes(session, _POINTS_TILE.format(area=area), params)
+    if tile.area is not None or tile.z > CELL_LEVEL:
+        cell = EXTENT / GRID
+        return _scalar_bytes(
+            session, _SQL_CLUSTERS_TILE.format(area=area), {**params, "cell": cell}
+        )
+    found_clusters = clusters(
+        caches.cells.get(database, session, max_stale_s=caches.max_stale_s), tile.z, tile.x, tile.y
+    )
+    return clusters_mvt(session, found_clusters, params)
+
+
+def clusters_mvt(session: Session, found: Clusters, params: dict[str, Any]) -> bytes:
+    """An MVT ``households`` layer of clusters (empty bytes for none)."""
+    if not len(found):
+        return b""
+    by_status = {status: found.counts[:, i].tolist() for i, status in enumerate(found.statuses)}
+    values = {
+        "c_px": found.px.tolist(),
+        "c_py": found.py.tolist(),
+        "c_count": found.counts.sum(axis=1).tolist(),
+        **{f"c_{s}": by_status.get(s, [0] * len(found)) for s in STATUSES},
+    }
+    return _scalar_bytes(session, _CLUSTERS_TILE, {**params, **values})
+
+
+def _scalar_bytes(session: Session, sql: str, params: dict[str, Any]) -> bytes:
+    value = session.execute(text(sql), params).scalar_one()
+    return bytes(value or b"")

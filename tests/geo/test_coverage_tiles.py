@@ -1,0 +1,116 @@
+"""Coverage arithmetic and tile arithmetic (pure, no database)."""
+
+from __future__ import annotations
+
+import doctest
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+import geo.coverage
+import geo.tiles
+from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, roll_up
+from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, world_xy
+
+TREE = UnitTree(
+    [
+        UnitNode("9", "province", "P", None),
+        UnitNode("90", "district", "D", "9"),
+        UnitNode("90001", "commune", "C1", "90"),
+        UnitNode("90001-01", "hamlet", "H1", "90001", expected=100),
+        UnitNode("90001-02", "hamlet", "H2", "90001"),
+        UnitNode("90002", "commune", "C2", "9", expected=50),  # straight under the province
+        UnitNode("90002-01", "hamlet", "H3", "90002", expected=999),  # own count wins above
+    ]
+)
+T1, T2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC)
+
+
+def test_doctests() -> None:
+    for module in (geo.coverage, geo.tiles):
+        assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "units"),
+    [
+        (("90001", "90001-01"), ["90001-01", "90001", "90", "9"]),
+        (("90001", "unknown"), ["90001", "90", "9"]),  # an unknown claimed hamlet: commune only
+        ((None, "90001-02"), ["90001-02"]),  # no commune (the caller resolves rejected items)
+        (("99999", None), []),  # not a current unit
+        (("90001-01", "90001"), []),  # codes of the wrong level count nowhere
+        ((None, None), []),
+    ],
+)
+def test_a_leaf_counts_in_its_hamlet_commune_and_ancestors(
+    key: tuple[str | None, str | None], units: list[str]
+) -> None:
+    assert TREE.units_of(key) == units
+
+
+def test_roll_up_adds_counts_and_keeps_the_newest_capture() -> None:
+    leaves = {
+        ("90001", "90001-01"): Counts(3, 2, 1, 0, 1, T1),
+        ("90001", "x"): Counts(1, 1, 0, 2, 0, T2),
+        ("90002", "90002-01"): Counts(4, 4, 0, 0, 0, None),
+    }
+    totals = roll_up(TREE, leaves)
+    assert totals["90001-01"] == Counts(3, 2, 1, 0, 1, T1)
+    assert totals["90001"] == Counts(4, 3, 1, 2, 1, T2)
+    assert totals["9"] == Counts(8, 7, 1, 2, 1, T2)
+    assert "90001-02" not in totals
+
+
+def test_expected_is_own_or_the_sum_of_the_children_that_have_one() -> None:
+    expected = expected_counts(TREE)
+    assert expected == {
+        "90001-01": 100,
+        "90001-02": None,
+        "90001": 100,
+        "90": 100,
+        "90002-01": 999,
+        "90002": 50,
+        "9": 150,
+    }
+
+
+def test_a_parent_cycle_does_not_hang() -> None:
+    tree = UnitTree([UnitNode("a", "commune", "A", "b"), UnitNode("b", "district", "B", "a")])
+    assert tree.ancestors("a") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("z", "x", "y"), [(-1, 0, 0), (23, 0, 0), (0, 1, 0), (4, 0, 16), (4, -1, 3)]
+)
+def test_tiles_outside_the_pyramid_are_refused(z: int, x: int, y: int) -> None:
+    with pytest.raises(TileError) as caught:
+        check_tile(z, x, y)
+    assert caught.value.code == "tile_invalid"
+
+
+def test_clusters_add_up_every_cell_of_the_tile_and_nothing_else() -> None:
+    rng = np.random.default_rng(7)
+    lon, lat = rng.uniform(105.6, 105.7, 500), rng.uniform(10.3, 10.4, 500)
+    wx, wy = np.array([world_xy(a, b) for a, b in zip(lon, lat, strict=True)]).T
+    side = 1 << CELL_LEVEL
+    cx, cy = np.floor(wx * side).astype(np.int64), np.floor(wy * side).astype(np.int64)
+    keys, inverse = np.unique(cx * side + cy, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(keys))[:, None]
+    cells = Cells(
+        keys // side,
+        keys % side,
+        counts.astype(np.int64),
+        np.bincount(inverse, weights=wx),
+        np.bincount(inverse, weights=wy),
+        ("accepted",),
+    )
+    z = 12
+    x, y = int(wx[0] * (1 << z)), int(wy[0] * (1 << z))
+    found = clusters(cells, z, x, y)
+    inside = (np.floor(wx * (1 << z)) == x) & (np.floor(wy * (1 << z)) == y)
+    assert found.counts.sum() == inside.sum() > 0
+    assert len(found) <= 32 * 32
+    assert ((found.px >= 0) & (found.px <= 4096) & (found.py >= 0) & (found.py <= 4096)).all()
+    assert found.counts.sum() == clusters(cells, z, x, y, grid=1).counts.sum()
+    assert len(clusters(cells, z, x + 50, y)) == 0

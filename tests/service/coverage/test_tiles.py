@@ -1,0 +1,209 @@
+"""Vector tiles: decoded with mapbox-vector-tile and checked against the tables and coverage."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mapbox_vector_tile
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.app import create_app
+from service.settings import Settings
+from tests.service.coverage.conftest import Campaign, coverage
+
+MVT = "application/vnd.mapbox-vector-tile"
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    """The XYZ tile holding a point."""
+    n = 1 << z
+    y = (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2
+    return z, int((lon + 180) / 360 * n), int(y * n)
+
+
+def get_tile(
+    client: TestClient,
+    headers: dict[str, str],
+    layer: str,
+    zxy: tuple[int, int, int],
+    **params: Any,
+) -> Any:
+    z, x, y = zxy
+    return client.get(f"/api/v1/tiles/{layer}/{z}/{x}/{y}.mvt", params=params, headers=headers)
+
+
+def features(response: Any, layer: str) -> list[dict[str, Any]]:
+    """The decoded features of one layer of a 200 tile."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == MVT
+    decoded = mapbox_vector_tile.decode(response.content)
+    return list(decoded[layer]["features"]) if layer in decoded else []
+
+
+CENTRE = (105.62, 10.41)  # on the line between the two communes
+
+
+def test_units_tiles_carry_the_coverage_of_the_level_drawn_at_each_zoom(
+    client: TestClient, campaign: Campaign
+) -> None:
+    communes = features(get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 9)), "units")
+    by_code = {f["properties"]["code"]: f for f in communes}
+    assert set(by_code) == {"98001", "98002"}
+    api = coverage(client, campaign.reviewer, level="commune")
+    for code, feature in by_code.items():
+        props = feature["properties"]
+        assert feature["geometry"]["type"] in ("Polygon", "MultiPolygon")
+        for field in ("expected", "captured", "accepted", "flagged", "rejected", "open_duplicates"):
+            assert props[field] == api[code][field], (code, field)
+        assert props["coverage_pct"] == pytest.approx(api[code]["coverage_pct"])
+        assert props["level"] == "commune" and props["drafted"] is False
+    province = features(get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 6)), "units")
+    assert [f["properties"]["code"] for f in province] == ["98"]
+    forced = get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 6), level="commune")
+    assert {f["properties"]["code"] for f in features(forced, "units")} == {"98001", "98002"}
+
+
+def test_a_hamlet_without_polygon_is_drawn_from_its_households_and_marked_drafted(
+    client: TestClient, campaign: Campaign
+) -> None:
+    hamlets = features(get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 13)), "units")
+    by_code = {f["properties"]["code"]: f["properties"] for f in hamlets}
+    assert set(by_code) == {"98001-01", "98001-02", "98002-01"}
+    assert by_code["98002-01"]["drafted"] is True and by_code["98002-01"]["captured"] == 3
+    assert by_code["98001-01"]["drafted"] is False
+    assert "coverage_pct" not in by_code["98001-02"]  # no target: the attribute is absent (null)
+    drafted = next(f for f in hamlets if f["properties"]["code"] == "98002-01")
+    assert drafted["geometry"]["type"] == "Polygon"
+
+
+def test_households_tiles_have_status_and_code_only_at_high_zoom(
+    client: TestClient, campaign: Campaign, db: Session
+) -> None:
+    zxy = tile_of(105.6030, 10.41, 15)
+    points = features(get_tile(client, campaign.reviewer, "households", zxy), "households")
+    assert points and all(set(f["properties"]) <= {"status", "code"} for f in points)
+    z, x, y = zxy
+    in_tile = db.execute(
+        text(
+            "SELECT id, status FROM households WHERE status IN ('accepted', 'flagged', 'rejected') "
+            "AND geom && ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => 64.0 / 4096), 4326)"
+        ),
+        {"z": z, "x": x, "y": y},
+    ).all()
+    assert {(f["id"], f["properties"]["status"]) for f in points} == {tuple(r) for r in in_tile}
+    coded = [f for f in points if f["properties"]["status"] == "accepted"]
+    assert coded and all(f["properties"]["code"].startswith("98101") for f in coded)
+
+
+def test_households_are_clusters_with_counts_by_status_at_low_zoom(
+    client: TestClient, campaign: Campaign, db: Session
+) -> None:
+    clusters = features(
+        get_tile(client, campaign.reviewer, "households", tile_of(*CENTRE, 10)), "households"
+    )
+    assert clusters and all(
+        set(f["properties"]) == {"count", "accepted", "flagged", "rejected"} for f in clusters
+    )
+    totals = {
+        k: sum(f["properties"][k] for f in clusters) for k in ("count", "accepted", "flagged")
+    }
+    live = dict(db.execute(text("SELECT status, count(*) FROM households GROUP BY 1")).all())
+    assert totals == {
+        "count": live.get("accepted", 0) + live.get("flagged", 0) + live.get("rejected", 0),
+        "accepted": live.get("accepted", 0),
+        "flagged": live.get("flagged", 0),
+    }
+    for f in clusters:
+        p = f["properties"]
+        assert p["count"] == p["accepted"] + p["flagged"] + p["rejected"]
+
+
+def test_surveyors_get_only_their_teams_households(
+    client: TestClient, campaign: Campaign, surveyor_b: dict[str, str]
+) -> None:
+    points = features(
+        get_tile(client, surveyor_b, "households", tile_of(105.6307, 10.4103, 14)), "households"
+    )
+    assert {f["id"] for f in points} == set(campaign.team_b_households)
+    # Next tile west: team A's households, visible to a reviewer only.
+    west = tile_of(*CENTRE, 14)
+    seen = {
+        f["id"]
+        for f in features(get_tile(client, campaign.reviewer, "households", west), "households")
+    }
+    assert campaign.flagged in seen and not seen & set(campaign.team_b_households)
+    assert get_tile(client, surveyor_b, "households", west).status_code == 204
+    clusters = features(
+        get_tile(client, surveyor_b, "households", tile_of(*CENTRE, 9)), "households"
+    )
+    assert sum(f["properties"]["count"] for f in clusters) == 3
+
+
+def test_tiles_reflect_changes_when_no_staleness_is_allowed(
+    settings: Settings, campaign: Campaign
+) -> None:
+    strict = settings.model_copy(update={"tiles_max_stale_s": 0.0})
+    with TestClient(create_app(strict)) as client:
+        zxy = tile_of(*CENTRE, 13)
+
+        def h1() -> dict[str, Any]:
+            found = features(get_tile(client, campaign.reviewer, "units", zxy), "units")
+            return next(f["properties"] for f in found if f["properties"]["code"] == "98001-01")
+
+        assert h1()["open_duplicates"] == 1
+        response = client.post(
+            f"/api/v1/duplicates/{campaign.pair}/resolve",
+            json={"action": "merge", "keep": campaign.held - 1},
+            headers=campaign.reviewer,
+        )
+        assert response.status_code == 200, response.text
+        assert (h1()["open_duplicates"], h1()["captured"]) == (0, 4)
+
+
+def test_cache_headers_and_conditional_requests(client: TestClient, campaign: Campaign) -> None:
+    first = get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 9))
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "private, max-age=30"
+    etag = first.headers["etag"]
+    again = get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 9), **{})
+    assert again.headers["etag"] == etag  # same data, same bytes
+    z, x, y = tile_of(*CENTRE, 9)
+    unchanged = client.get(
+        f"/api/v1/tiles/units/{z}/{x}/{y}.mvt",
+        headers={**campaign.reviewer, "If-None-Match": etag},
+    )
+    assert unchanged.status_code == 304 and not unchanged.content
+
+
+def test_an_empty_tile_is_204(client: TestClient, campaign: Campaign) -> None:
+    hanoi = tile_of(105.85, 21.03, 12)
+    for layer in ("units", "households"):
+        response = get_tile(client, campaign.reviewer, layer, hanoi)
+        assert response.status_code == 204 and not response.content
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/api/v1/tiles/units/23/0/0.mvt", 422, "tile_invalid"),
+        ("/api/v1/tiles/units/3/8/0.mvt", 422, "tile_invalid"),
+        ("/api/v1/tiles/units/3/0/-1.mvt", 422, "tile_invalid"),
+        ("/api/v1/tiles/units/-1/0/0.mvt", 422, "tile_invalid"),
+        ("/api/v1/tiles/units/99999999999999999999/0/0.mvt", 422, "tile_invalid"),
+        ("/api/v1/tiles/units/a/0/0.mvt", 422, "request_invalid"),
+        ("/api/v1/tiles/roads/3/0/0.mvt", 404, "layer_unknown"),
+        ("/api/v1/tiles/units/3/0/0.mvt?level=village", 422, "request_invalid"),
+        ("/api/v1/tiles/units/3/0/0.png", 404, "not_found"),
+    ],
+)
+def test_bad_tile_requests_are_clear_problems(
+    client: TestClient, admin_headers: dict[str, str], path: str, status: int, code: str
+) -> None:
+    response = client.get(path, headers=admin_headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
