@@ -61,7 +61,14 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=450_000, help="households to submit")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent batch clients")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent batch clients")
+    parser.add_argument(
+        "--batching",
+        choices=("commune", "province"),
+        default="commune",
+        help="commune: each batch holds one commune's households in capture order, as a team's "
+        "phones send them; province: the whole province in capture order, cut every 1,000",
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--single-clients", type=int, default=20)
     parser.add_argument("--single-seconds", type=float, default=20.0)
@@ -106,6 +113,10 @@ def build_workload(args: argparse.Namespace) -> tuple[Any, Workload]:
     # Captured a little before now: nothing is captured_in_future, nothing too old.
     now = datetime.now(UTC) - timedelta(minutes=2)
     items = household_items(province, n=args.n, seed=args.seed, now=now)
+    if args.batching == "commune":
+        # A team syncs its own area: a batch is one commune's households (stable sort: each
+        # commune's stay in capture order).
+        items.sort(key=lambda item: item["hamlet_code"].split("-")[0])
     bodies = [
         orjson.dumps({"submissions": items[i : i + BATCH]}) for i in range(0, len(items), BATCH)
     ]
@@ -480,7 +491,7 @@ def report(s: dict[str, Any]) -> None:
     cmd = s["command"]
     print_table(
         f"intake benchmark: {cmd['n']:,} households, {cmd['workers']} workers, "
-        f"{cmd['clients']} batch clients",
+        f"{cmd['clients']} batch clients, batches by {cmd['batching']}",
         [
             (
                 "households/s (HTTP)",

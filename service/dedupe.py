@@ -32,17 +32,19 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo.dedupe import (
+    M_PER_DEG_LAT,
+    M_PER_DEG_LON,
     DedupeParams,
     HouseholdFacts,
     NameKeys,
     PairScore,
     local_metres,
     max_search_radius_m,
-    may_reach,
     name_keys,
     pairs_within_radius,
     reachable,
     score_pair,
+    search_radius_m,
 )
 from geo.issues import RULES, Issue, make_issue
 from service import audit, codes
@@ -102,50 +104,40 @@ _FACT_COLUMNS = (
     "h.accuracy_m, h.province_code"
 )
 
-# Distances in local metres (equirectangular at the probe's latitude): within the tens of
-# metres compared here the error is far below GPS accuracy, and it costs a few multiplications
-# where a geography distance costs a spheroid computation (the search is dominated by it).
-_METRES = """sqrt(power((ST_X(h.geom) - p.lon) * 111320.0 * cos(radians(p.lat)), 2)
-                + power((ST_Y(h.geom) - p.lat) * 110540.0, 2))"""
-_RADIUS = """least(:cap, greatest(:floor,
-                 :k * (coalesce(p.acc, :dacc) + coalesce(h.accuracy_m, :dacc))))"""
-
 #: Households with a fix worse than this (or none) are searched through their own small GiST
-#: index (migration 0003, whose predicate must agree), so that the main probe can use a box
+#: index (migration 0003, whose predicate must agree), so that the main search can use a box
 #: sized by both accuracies: most fixes are better, and their pairs' radius is far below the cap.
 POOR_ACCURACY_M = 15
-_POOR = f"(h.accuracy_m IS NULL OR h.accuracy_m > {POOR_ACCURACY_M})"
-# The box (in degrees) that holds every household of good accuracy a probe can pair with.
-_GOOD_BOX = f"""least(:cap, greatest(:floor, :k * (coalesce(p.acc, :dacc) + {POOR_ACCURACY_M})))
-               / :m_per_deg"""
+#: New households are searched for in groups: the probes of one grid cell of this size share
+#: their boxes, so a batch from one hamlet costs a few index scans, not one or two per probe.
+_GROUP_M = 250.0
 
-# New households (arrays) against the table: neighbours within the accuracy-scaled radius
-# (the GiST indexes answer the bounding boxes), plus households of the same commune with the
-# same phone (the partial phone index answers that). The facts are read in the same probe:
-# joining the pairs back to ``households`` made the planner (which cannot estimate the CTE)
-# hash the whole table on every batch, a cost that grew with the province.
-_PROBE_SQL = f"""
-WITH p AS (
-    SELECT t.id, t.lon, t.lat, ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326) AS g, t.acc,
-           t.commune, t.phone
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
-                CAST(:acc AS float8[]), CAST(:commune AS text[]), CAST(:phone AS text[]))
-         AS t(id, lon, lat, acc, commune, phone)
-), near AS (
-    SELECT p.id AS probe, {_METRES} AS d, {_RADIUS} AS r, {_FACT_COLUMNS}
-    FROM p JOIN households h ON h.geom && ST_Expand(p.g, {_GOOD_BOX})
-    WHERE h.accuracy_m <= {POOR_ACCURACY_M} AND h.status IN ('accepted', 'flagged')
-    UNION ALL
-    SELECT p.id AS probe, {_METRES} AS d, {_RADIUS} AS r, {_FACT_COLUMNS}
-    FROM p JOIN households h ON h.geom && ST_Expand(p.g, :deg)
-    WHERE {_POOR} AND h.status IN ('accepted', 'flagged')
+# The live households a batch's new households could pair with, per group of probes: those
+# of good accuracy in the group's box widened by the largest radius they can have, those of
+# poor accuracy in the box widened by the cap, and those of the same commune and phone (the
+# partial phone index answers that). Distances and radii are decided in Python. Run on the raw
+# DBAPI cursor (psycopg2 parameters): its rows are plain tuples, cheaper than SQLAlchemy's.
+_NEAR_SQL = f"""
+WITH b AS (
+    SELECT * FROM unnest(CAST(%(west)s AS float8[]), CAST(%(south)s AS float8[]),
+                         CAST(%(east)s AS float8[]), CAST(%(north)s AS float8[]),
+                         CAST(%(good)s AS float8[])) AS b(w, s, e, n, good)
 )
-SELECT probe, d, {_FACT_COLUMNS.replace("h.", "near.")} FROM near WHERE d <= r
+SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
+FROM b JOIN households h ON h.geom && ST_MakeEnvelope(
+    b.w - b.good, b.s - b.good, b.e + b.good, b.n + b.good, 4326)
+WHERE h.accuracy_m <= {POOR_ACCURACY_M} AND h.status IN ('accepted', 'flagged')
 UNION ALL
-SELECT p.id, {_METRES}, {_FACT_COLUMNS}
-FROM p JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
-WHERE p.phone IS NOT NULL AND h.status IN ('accepted', 'flagged')
-  AND NOT ({_METRES} <= {_RADIUS})
+SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
+FROM b JOIN households h ON h.geom && ST_MakeEnvelope(
+    b.w - %(deg)s, b.s - %(deg)s, b.e + %(deg)s, b.n + %(deg)s, 4326)
+WHERE (h.accuracy_m IS NULL OR h.accuracy_m > {POOR_ACCURACY_M})
+  AND h.status IN ('accepted', 'flagged')
+UNION ALL
+SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
+FROM unnest(CAST(%(commune)s AS text[]), CAST(%(phone)s AS text[])) AS p(commune, phone)
+JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
+WHERE h.status IN ('accepted', 'flagged')
 """
 
 
@@ -181,32 +173,115 @@ def find_for_new(
     probes: Sequence[Probe],
     params: DedupeParams,
 ) -> list[Match]:
-    """Scored pairs of new households (``probes``) with the table and with each other."""
+    """Scored pairs of new households (``probes``) with the table and with each other.
+
+    The probes and the live households near them form one set: its pairs within their radius
+    and its same-commune same-phone pairs that involve a probe are thinned by the exact array
+    pre-filter (``geo.dedupe.reachable``), and only the rest is scored.
+    """
     if not probes:
         return []
-    rows = session.execute(
-        text(_PROBE_SQL),
-        {
-            "ids": [p.facts.id for p in probes],
-            "lon": [p.lon for p in probes],
-            "lat": [p.lat for p in probes],
-            "acc": [p.facts.accuracy_m for p in probes],
-            "commune": [p.facts.commune_code for p in probes],
-            "phone": [p.facts.phone for p in probes],
-            **_radius_params(params),
-        },
-    ).all()
-    by_id = {p.facts.id: p for p in probes}
+    table = _neighbours(session, probes, params)
+    rows, n = table.rows, len(probes)
+    lon = np.array([p.lon for p in probes] + [r[-2] for r in rows], dtype=float)
+    lat = np.array([p.lat for p in probes] + [r[-1] for r in rows], dtype=float)
+    accuracy = [_accuracy(p.facts.accuracy_m) for p in probes] + [_accuracy(r[7]) for r in rows]
+    i, j, distance = pairs_within_radius(lon, lat, accuracy, params)
+    # Columns of the fact rows: 2 commune, 3 name, 5 phone, 7 accuracy.
+    communes: dict[str | None, int] = {}
+    slot = np.array(
+        [communes.setdefault(p.facts.commune_code, len(communes) + 1) for p in probes]
+        + [communes.setdefault(r[2], len(communes) + 1) for r in rows],
+        dtype=np.int64,
+    )
+    phone_keys: dict[str, int] = {}
+    phones = np.array(
+        [
+            phone_keys.setdefault(p.facts.phone, len(phone_keys)) if p.facts.phone else -1
+            for p in probes
+        ]
+        + [phone_keys.setdefault(r[5], len(phone_keys)) if r[5] else -1 for r in rows],
+        dtype=np.int64,
+    )
+    pi, pj = _same_phone(phones, slot, i, j)
+    i, j = np.concatenate([i, pi]), np.concatenate([j, pj])
+    distance = np.concatenate([distance, local_metres(lon[pi], lat[pi], lon[pj], lat[pj])])
+    names = name_keys([p.facts.head_name for p in probes] + [r[3] for r in rows])
+    hopeful = (i < n) & reachable(i, j, names=names, phones=phones, params=params)
+
+    def facts(k: int) -> tuple[HouseholdFacts, str | None]:
+        return (probes[k].facts, probes[k].province_code) if k < n else table.facts(k - n)
+
     matches = []
-    for probe_id, distance, *fact_row in rows:
-        other, province = _facts(fact_row)
-        mine = by_id[probe_id].facts
-        if may_reach(mine, other, params):
-            matches.append(_match(mine, other, distance, province, params))
-    for left, right, distance in _pairs_within(probes, params):
-        if may_reach(left.facts, right.facts, params):
-            matches.append(_match(left.facts, right.facts, distance, right.province_code, params))
+    for a, b, d in zip(
+        i[hopeful].tolist(), j[hopeful].tolist(), distance[hopeful].tolist(), strict=True
+    ):
+        (one, _), (other, province) = sorted((facts(a), facts(b)), key=lambda f: f[0].id)
+        matches.append(_match(one, other, d, province, params))
     return matches
+
+
+def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams) -> _Table:
+    """Live households that may pair with a probe (each once)."""
+    groups: dict[tuple[int, int], list[Probe]] = defaultdict(list)
+    for probe in probes:
+        y = probe.lat * M_PER_DEG_LAT
+        x = probe.lon * M_PER_DEG_LON * math.cos(math.radians(probe.lat))
+        groups[(int(x // _GROUP_M), int(y // _GROUP_M))].append(probe)
+    boxes = [_group_box(group, params) for group in groups.values()]
+    phoned = [p for p in probes if p.facts.phone]
+    cursor = session.connection().connection.cursor()
+    cursor.execute(
+        _NEAR_SQL,
+        {
+            **_radius_params(params),
+            "west": [b[0] for b in boxes],
+            "south": [b[1] for b in boxes],
+            "east": [b[2] for b in boxes],
+            "north": [b[3] for b in boxes],
+            "good": [b[4] for b in boxes],
+            "commune": [p.facts.commune_code for p in phoned],
+            "phone": [p.facts.phone for p in phoned],
+        },
+    )
+    rows = list({row[0]: row for row in cursor.fetchall()}.values())
+    cursor.close()
+    return _Table(rows)
+
+
+class _Table:
+    """Rows of ``_NEAR_SQL`` (the ``_FACT_COLUMNS``, lon, lat); facts built on demand."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self._facts: dict[int, tuple[HouseholdFacts, str | None]] = {}
+
+    def facts(self, index: int) -> tuple[HouseholdFacts, str | None]:
+        """The facts and province of row ``index``."""
+        found = self._facts.get(index)
+        if found is None:
+            found = self._facts[index] = _facts(self.rows[index][:-2])
+        return found
+
+
+def _group_box(group: list[Probe], params: DedupeParams) -> tuple[float, ...]:
+    """The probes' bounding box and how far (degrees) households of good accuracy may lie."""
+    worst = max(
+        params.default_accuracy_m if p.facts.accuracy_m is None else p.facts.accuracy_m
+        for p in group
+    )
+    good_m = search_radius_m(worst, POOR_ACCURACY_M, params)
+    return (
+        min(p.lon for p in group),
+        min(p.lat for p in group),
+        max(p.lon for p in group),
+        max(p.lat for p in group),
+        good_m / _M_PER_DEG_MIN,
+    )
+
+
+def _accuracy(accuracy_m: float | None) -> float:
+    return math.nan if accuracy_m is None else accuracy_m
 
 
 def _match(
@@ -219,28 +294,6 @@ def _match(
     a, b = sorted((one, other), key=lambda f: f.id)
     score = score_pair(a, b, float(distance), params)
     return Match(a.id, b.id, float(distance), score, b.commune_code, province)
-
-
-def _pairs_within(
-    probes: Sequence[Probe], params: DedupeParams
-) -> Iterable[tuple[Probe, Probe, float]]:
-    """Pairs inside one batch: within their search radius, or sharing a phone in a commune."""
-    lon = [p.lon for p in probes]
-    lat = [p.lat for p in probes]
-    accuracy = [math.nan if p.facts.accuracy_m is None else p.facts.accuracy_m for p in probes]
-    seen: set[tuple[int, int]] = set()
-    for i, j, distance in zip(*pairs_within_radius(lon, lat, accuracy, params), strict=True):
-        a, b = sorted((probes[i], probes[j]), key=lambda p: p.facts.id)
-        seen.add((a.facts.id, b.facts.id))
-        yield a, b, float(distance)
-    phones: dict[tuple[str | None, str], list[Probe]] = defaultdict(list)
-    for probe in probes:
-        if probe.facts.phone:
-            phones[(probe.facts.commune_code, probe.facts.phone)].append(probe)
-    for group in phones.values():
-        for left, right in itertools.combinations(sorted(group, key=lambda p: p.facts.id), 2):
-            if (left.facts.id, right.facts.id) not in seen:
-                yield left, right, float(local_metres(left.lon, left.lat, right.lon, right.lat))
 
 
 # --- storing candidates and holding households -----------------------------------------------
