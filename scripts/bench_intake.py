@@ -73,7 +73,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--single-clients", type=int, default=20)
     parser.add_argument("--single-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--single-think-s", type=float, default=0.0, help="pause between one client's requests"
+        "--single-think-s",
+        type=float,
+        default=1.0,
+        help="pause between one client's requests (0: back to back, a saturation test)",
     )
     parser.add_argument("--seed", type=int, default=2026, help="workload generator seed")
     parser.add_argument(
