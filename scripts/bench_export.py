@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import tempfile
 import time
@@ -23,16 +22,16 @@ import httpx2 as httpx
 import psycopg2
 from benchlib import (
     RssSampler,
+    add_common_arguments,
     bench_database,
+    bench_main,
     bench_province,
-    exit_on_sigterm,
     fill_households,
     libpq_url,
     load_province,
     print_table,
     serve,
     user_token,
-    write_json,
 )
 from sqlalchemy import make_url
 
@@ -52,12 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_common_arguments(parser)
     args = parser.parse_args()
     args.formats = [f for f in args.formats.split(",") if f]
     if args.n < 1 or not set(args.formats) <= set(FORMATS):
@@ -245,16 +239,5 @@ def report(summary: dict[str, Any]) -> bool:
     return met
 
 
-def main() -> int:
-    """Run the benchmark."""
-    exit_on_sigterm()
-    args = parse_args()
-    summary = run(args)
-    report(summary)
-    if args.json:
-        write_json(args.json, summary)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(bench_main(parse_args, run, report))

@@ -32,10 +32,11 @@ from benchlib import (
     BenchDatabase,
     RssSampler,
     Server,
+    add_common_arguments,
     bench_database,
+    bench_main,
     bench_province,
     cpu_seconds,
-    exit_on_sigterm,
     household_copy_text,
     household_items,
     libpq_url,
@@ -45,7 +46,6 @@ from benchlib import (
     process_role,
     process_tree,
     serve,
-    write_json,
 )
 
 BATCH = 1000
@@ -83,12 +83,7 @@ def parse_args() -> argparse.Namespace:
         "--max-seconds", type=float, default=1800.0, help="stop posting batches after this"
     )
     parser.add_argument("--request-timeout-s", type=float, default=120.0)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_common_arguments(parser)
     args = parser.parse_args()
     if args.n < 1 or args.clients < 1 or args.single_clients < 0:
         parser.error("--n and --clients must be positive, --single-clients not negative")
@@ -561,16 +556,7 @@ def _target(met: bool, text: str) -> str:
     return f"{'✓' if met else '✗'} target {text}"
 
 
-def main() -> int:
-    """Run the benchmark; exit 1 when a response was not 200."""
-    exit_on_sigterm()
-    args = parse_args()
-    summary = run(args)
-    report(summary)
-    if args.json:
-        write_json(args.json, summary)
-    return 0 if summary["complete"] else 1
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        bench_main(parse_args, run, report, succeeded=lambda summary: bool(summary["complete"]))
+    )

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import psycopg2
 from benchlib import (
+    add_common_arguments,
     bench_database,
+    bench_main,
     bench_province,
-    exit_on_sigterm,
     fill_households,
     libpq_url,
     load_province,
@@ -33,7 +32,6 @@ from benchlib import (
     print_table,
     serve,
     user_token,
-    write_json,
 )
 
 from geo.tiles import EXTENT, GRID, units_level
@@ -61,12 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--points", type=int, default=6, help="fixed places the tiles cover")
     parser.add_argument("--repeats", type=int, default=5, help="timed requests per tile")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_common_arguments(parser)
     args = parser.parse_args()
     if args.n < 1 or args.points < 1 or args.repeats < 1:
         parser.error("--n, --points and --repeats must be positive")
@@ -257,16 +250,5 @@ def report(summary: dict[str, Any]) -> bool:
     return ok_p95 and ok_size and ok_cov
 
 
-def main() -> int:
-    """Run the benchmark."""
-    exit_on_sigterm()
-    args = parse_args()
-    summary = run(args)
-    report(summary)
-    if args.json:
-        write_json(args.json, summary)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(bench_main(parse_args, run, report))

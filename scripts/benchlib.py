@@ -7,6 +7,7 @@ memory and CPU sampling from ``/proc``, percentiles and the summary table. Loopb
 
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import os
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,33 @@ _TARGET_RANGE = (80, 220)  # geo.demo's default households per hamlet
 
 
 # --- process control ---------------------------------------------------------------------
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--database-url`` (a server for throwaway databases) and ``--json`` (the summary)."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DIACHISO_DATABASE_URL"),
+        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+
+
+def bench_main(
+    parse_args: Callable[[], argparse.Namespace],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], Any],
+    *,
+    succeeded: Callable[[dict[str, Any]], bool] = lambda summary: True,
+) -> int:
+    """A benchmark's ``main``: run, print, write the JSON summary; 1 when it did not succeed."""
+    exit_on_sigterm()
+    args = parse_args()
+    summary = run(args)
+    report(summary)
+    if args.json:
+        write_json(args.json, summary)
+    return 0 if succeeded(summary) else 1
 
 
 def exit_on_sigterm() -> None:

@@ -17,25 +17,23 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import psycopg2
 from benchlib import (
+    add_common_arguments,
     bench_database,
+    bench_main,
     bench_province,
-    exit_on_sigterm,
     fill_households,
     libpq_url,
     load_province,
     print_table,
-    write_json,
 )
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -59,12 +57,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", default="2026,7,451", help="evaluation sets to generate")
     parser.add_argument("--bench-n", type=int, default=450_000, help="0: skip the benchmark")
     parser.add_argument("--seed", type=int, default=2026, help="benchmark province seed")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create throwaway databases on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_common_arguments(parser)
     return parser.parse_args()
 
 
@@ -263,21 +256,16 @@ def report(summary: dict[str, Any]) -> None:
         )
 
 
-def main() -> int:
-    """Run the evaluation and the benchmark."""
-    exit_on_sigterm()
-    args = parse_args()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluation of each seed, then the benchmark."""
     seeds = [int(s) for s in args.seeds.split(",") if s]
     summary: dict[str, Any] = {
         "evaluation": [evaluate_seed(args.database_url, seed) for seed in seeds]
     }
     if args.bench_n:
         summary["benchmark"] = benchmark(args.database_url, args.bench_n, args.seed)
-    report(summary)
-    if args.json:
-        write_json(args.json, summary)
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(bench_main(parse_args, run, report))

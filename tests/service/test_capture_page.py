@@ -9,32 +9,19 @@ code. Screenshots are saved under each test's own output directory (``tmp_path /
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.models import Household, IntakeBatch, Submission
+from tests.browser import chromium
 
-CHROMIUM = "/usr/bin/chromium"
-#: As the machine notes say: without the background-networking flags Chromium keeps trying
-#: to reach Google's hosts, which this closed network refuses.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: name, house number, hamlet, lat, lon, GPS accuracy in metres (team A's hamlets: 98001-01
 #: west of 105.61, 98001-02 east). The second is saved before GPS reaches the 10 m target.
 HOUSEHOLDS = [
@@ -47,11 +34,8 @@ HOUSEHOLDS = [
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     """Debian's Chromium under Playwright (its own browser download is never used)."""
-    assert shutil.which(CHROMIUM), "chromium is missing: ./scripts/test installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture

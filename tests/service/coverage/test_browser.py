@@ -8,7 +8,6 @@ chromium, so there these tests always run).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,39 +16,17 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from tests.browser import chromium
 from tests.service.coverage.conftest import Campaign
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As the machine notes require: no GPU, and none of the background connections a closed
-# network refuses.
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path(__file__).resolve().parents[3] / "test-output" / "screenshots"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless chromium for the module."""
-    if not CHROMIUM.exists():
-        if os.environ.get("DIACHISO_TEST_TOOLS") == "1":
-            pytest.fail(
-                "DIACHISO_TEST_TOOLS=1 but /usr/bin/chromium is missing (run ./scripts/setup)"
-            )
-        pytest.skip("/usr/bin/chromium is not installed (DIACHISO_TEST_TOOLS=1 ./scripts/setup)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture
