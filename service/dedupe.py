@@ -168,6 +168,47 @@ def _facts(row: Sequence[Any]) -> tuple[HouseholdFacts, str | None]:
     return facts, province
 
 
+@dataclass(frozen=True, slots=True)
+class _PointSet:
+    """Households as arrays for the pair search: ``slot`` numbers the commune (0: outside the
+    communes searched, no phone pairs), ``phones`` holds an integer key per phone (-1: none)."""
+
+    lon: npt.NDArray[np.float64]
+    lat: npt.NDArray[np.float64]
+    accuracy_m: npt.NDArray[np.float64]
+    slot: npt.NDArray[np.int64]
+    phones: npt.NDArray[np.int64]
+    names: NameKeys
+
+
+def _candidate_pairs(
+    points: _PointSet,
+    params: DedupeParams,
+    wanted: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.bool_]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], Any]:
+    """The ``wanted`` pairs (``i < j``) within their radius or sharing a phone in a commune,
+    their distances, and which of them may reach the review threshold."""
+    i, j, distance = pairs_within_radius(points.lon, points.lat, points.accuracy_m, params)
+    keep = wanted(i, j)
+    i, j, distance = i[keep], j[keep], distance[keep]
+    pi, pj = _same_phone(points.phones, points.slot, i, j)
+    keep = wanted(pi, pj)
+    pi, pj = pi[keep], pj[keep]
+    lon, lat = points.lon, points.lat
+    i, j = np.concatenate([i, pi]), np.concatenate([j, pj])
+    distance = np.concatenate([distance, local_metres(lon[pi], lat[pi], lon[pj], lat[pj])])
+    hopeful = reachable(i, j, names=points.names, phones=points.phones, params=params)
+    return i, j, distance, hopeful
+
+
+def _keys(values: Iterable[str | None], *, start: int = 0) -> npt.NDArray[np.int64]:
+    """An integer key per distinct value (``start``, ``start + 1``, …), -1 for None/empty."""
+    seen: dict[str, int] = {}
+    return np.array(
+        [seen.setdefault(v, len(seen) + start) if v else -1 for v in values], dtype=np.int64
+    )
+
+
 def find_for_new(
     session: Session,
     probes: Sequence[Probe],
@@ -183,31 +224,19 @@ def find_for_new(
         return []
     table = _neighbours(session, probes, params)
     rows, n = table.rows, len(probes)
-    lon = np.array([p.lon for p in probes] + [r[-2] for r in rows], dtype=float)
-    lat = np.array([p.lat for p in probes] + [r[-1] for r in rows], dtype=float)
-    accuracy = [_accuracy(p.facts.accuracy_m) for p in probes] + [_accuracy(r[7]) for r in rows]
-    i, j, distance = pairs_within_radius(lon, lat, accuracy, params)
-    # Columns of the fact rows: 2 commune, 3 name, 5 phone, 7 accuracy.
-    communes: dict[str | None, int] = {}
-    slot = np.array(
-        [communes.setdefault(p.facts.commune_code, len(communes) + 1) for p in probes]
-        + [communes.setdefault(r[2], len(communes) + 1) for r in rows],
-        dtype=np.int64,
+    # Columns of the fact rows: 2 commune, 3 name, 5 phone, 7 accuracy; then lon, lat.
+    points = _PointSet(
+        lon=np.array([p.lon for p in probes] + [r[-2] for r in rows], dtype=float),
+        lat=np.array([p.lat for p in probes] + [r[-1] for r in rows], dtype=float),
+        accuracy_m=np.array(
+            [_accuracy(p.facts.accuracy_m) for p in probes] + [_accuracy(r[7]) for r in rows]
+        ),
+        slot=_keys([p.facts.commune_code for p in probes] + [r[2] for r in rows], start=1),
+        phones=_keys([p.facts.phone for p in probes] + [r[5] for r in rows]),
+        names=name_keys([p.facts.head_name for p in probes] + [r[3] for r in rows]),
     )
-    phone_keys: dict[str, int] = {}
-    phones = np.array(
-        [
-            phone_keys.setdefault(p.facts.phone, len(phone_keys)) if p.facts.phone else -1
-            for p in probes
-        ]
-        + [phone_keys.setdefault(r[5], len(phone_keys)) if r[5] else -1 for r in rows],
-        dtype=np.int64,
-    )
-    pi, pj = _same_phone(phones, slot, i, j)
-    i, j = np.concatenate([i, pi]), np.concatenate([j, pj])
-    distance = np.concatenate([distance, local_metres(lon[pi], lat[pi], lon[pj], lat[pj])])
-    names = name_keys([p.facts.head_name for p in probes] + [r[3] for r in rows])
-    hopeful = (i < n) & reachable(i, j, names=names, phones=phones, params=params)
+    # i < j always, and the probes come first: i < n is a pair with a new household.
+    i, j, distance, hopeful = _candidate_pairs(points, params, lambda i, j: i < n)
 
     def facts(k: int) -> tuple[HouseholdFacts, str | None]:
         return (probes[k].facts, probes[k].province_code) if k < n else table.facts(k - n)
@@ -653,22 +682,21 @@ def _scan_chunk(
     """Qualifying pairs with at least one household in ``communes``, by commune: spatial
     (k-d tree, by accuracy band) and same-phone ones, thinned by the exact array pre-filter,
     then scored."""
-    points, names = _fetch_points(session, communes, params)
-    slot = points["slot"].astype(np.int64)
+    rows, names = _fetch_points(session, communes, params)
+    slot = rows["slot"].astype(np.int64)
     inside = slot > 0
     report.households += int(inside.sum())
-    i, j, distance = pairs_within_radius(points["lon"], points["lat"], points["accuracy_m"], params)
-    near = inside[i] | inside[j]
-    i, j, distance = i[near], j[near], distance[near]
-    phones = points["phone"].astype(np.int64)
-    pi, pj = _same_phone(phones, slot, i, j)
-    i, j = np.concatenate([i, pi]), np.concatenate([j, pj])
-    lon, lat = points["lon"], points["lat"]
-    distance = np.concatenate([distance, local_metres(lon[pi], lat[pi], lon[pj], lat[pj])])
+    points = _PointSet(
+        lon=rows["lon"].astype(float),
+        lat=rows["lat"].astype(float),
+        accuracy_m=rows["accuracy_m"].astype(float),
+        slot=slot,
+        phones=rows["phone"].astype(np.int64),
+        names=_name_keys_of(rows["name"].astype(np.int64), names),
+    )
+    i, j, distance, hopeful = _candidate_pairs(points, params, lambda i, j: inside[i] | inside[j])
     report.pairs_searched += len(i)
-    keys = _name_keys_of(points["name"].astype(np.int64), names)
-    hopeful = reachable(i, j, names=keys, phones=phones, params=params)
-    ids = points["id"].astype(np.int64)
+    ids = rows["id"].astype(np.int64)
     facts = _fetch_facts(session, set(ids[i[hopeful]].tolist()) | set(ids[j[hopeful]].tolist()))
     found: dict[str, list[Match]] = defaultdict(list)
     wanted = set(communes)
