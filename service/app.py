@@ -37,7 +37,7 @@ from service.schemas import BatchIn
 from service.settings import Settings
 from service.snapshots import SnapshotCache
 from service.tiles import TileCaches
-from service.unit_index import UnitIndexCache
+from service.unit_index import UnitIndexCache, keep_out_of_collections
 
 #: Every router of the app, in the order they are mounted.
 ROUTERS = (
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = database is None
         app.state.database = database or open_database(settings)
+        keep_out_of_collections()
         try:
             yield
         finally:
