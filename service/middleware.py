@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
@@ -14,6 +15,10 @@ from service.logs import loggable_path
 from service.logs import request_id as current_request_id
 
 log = logging.getLogger("diachiso.request")
+
+#: Longest path plus query string served. Real URLs here stay under 1 kB (a cursor is at most
+#: 512 characters); common proxies stop at 8 kB too, and a longer one is only ever an attack.
+MAX_URL_BYTES = 8192
 
 
 class _TooLarge(Exception):
@@ -110,12 +115,8 @@ class RequestLogMiddleware:
             await send(message)
 
         try:
-            if _has_nul(scope):
-                # PostgreSQL cannot store or compare text holding NUL: refuse it up front.
-                response = problem(
-                    422, "request_invalid", "Đường dẫn hoặc tham số chứa ký tự NUL (0x00)."
-                )
-                await response(scope, receive, send_with_id)
+            if (refusal := _refusal(scope)) is not None:
+                await refusal(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -144,9 +145,16 @@ class RequestLogMiddleware:
             current_request_id.reset(token)
 
 
-def _has_nul(scope: Scope) -> bool:
-    query = scope.get("query_string", b"").lower()
-    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+def _refusal(scope: Scope) -> JSONResponse | None:
+    """A problem response for a URL no route may see, else None."""
+    query = scope.get("query_string", b"")
+    if len(scope.get("raw_path") or scope["path"].encode()) + len(query) > MAX_URL_BYTES:
+        detail = f"Đường dẫn và tham số dài quá {MAX_URL_BYTES} byte."
+        return problem(414, "uri_too_long", detail)
+    if "\x00" in scope["path"] or b"%00" in query.lower() or b"\x00" in query:
+        # PostgreSQL cannot store or compare text holding NUL: refuse it up front.
+        return problem(422, "request_invalid", "Đường dẫn hoặc tham số chứa ký tự NUL (0x00).")
+    return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.boundaries import MAX_FEATURE_VERTICES
 from geo.dedupe import DedupeParams
 
 _DEDUPE = DedupeParams()  # the defaults live with the scoring they tune
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     max_uncompressed_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     overlap_min_area_m2: float = Field(default=100.0, ge=0)
+    max_feature_vertices: int = Field(
+        default=MAX_FEATURE_VERTICES, ge=100, description="Most vertices of one unit boundary"
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="Proxies trusted for X-Forwarded-* (comma list or *)"
     )
