@@ -15,6 +15,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service.db import Database, open_database
 from service.errors import install_error_handlers
+from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from service.routers import (
     accounts,
@@ -24,6 +25,7 @@ from service.routers import (
     exports,
     health,
     households,
+    metrics,
     openrosa,
     reviews,
     submissions,
@@ -36,6 +38,7 @@ from service.unit_index import UnitIndexCache
 #: Every router of the app, in the order they are mounted.
 ROUTERS = (
     health.router,
+    metrics.router,
     units.router,
     accounts.router,
     submissions.router,
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     _mount_api_docs(app)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
     install_error_handlers(app)
     for router in ROUTERS:
@@ -87,7 +91,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         max_bytes=settings.max_request_bytes,
         upload_max_bytes=settings.max_upload_bytes,
     )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app, settings.max_batch_items)  # type: ignore[method-assign]
     return app
 

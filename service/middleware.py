@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import problem
 from service.logs import loggable_path
 from service.logs import request_id as current_request_id
+from service.metrics import Metrics, route_label
 
 log = logging.getLogger("diachiso.request")
 
@@ -90,10 +91,11 @@ async def _send_413(scope: Scope, receive: Receive, send: Send, limit: int) -> N
 
 
 class RequestLogMiddleware:
-    """One structured log line per request: method, path, status, duration, request id."""
+    """One structured log line per request (method, path, status, duration, request id), and
+    the request counted in the metrics by its route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,16 +135,22 @@ class RequestLogMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             path = loggable_path(scope["path"])
             extra: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": path,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
             }
             log.info("%s %s %s", scope["method"], path, status, extra=extra)
             current_request_id.reset(token)
+            if self.metrics is not None:
+                route = route_label(scope)
+                self.metrics.observe_request(
+                    method=scope["method"], route=route, status=status, seconds=seconds
+                )
 
 
 def _refusal(scope: Scope) -> JSONResponse | None:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     capture_accuracy_m: float = Field(
         default=10.0, gt=0, description="GPS accuracy field clients wait for before saving"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, GET /metrics needs 'Authorization: Bearer <it>'"
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL phones reach the service at (Collect settings, form links); "
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
         if not url.startswith(("http://", "https://")):
             raise ValueError("DIACHISO_PUBLIC_URL must be an http:// or https:// URL")
         return url.rstrip("/")
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("database_url")
     @classmethod

@@ -25,7 +25,7 @@ from service.settings import Settings
 from tests.service.conftest import count_rows, table_counts
 
 ROLES = ("surveyor", "reviewer", "admin", "postal")
-PUBLIC = {"/healthz", "/readyz", *capture.PUBLIC_PATHS}
+PUBLIC = {"/healthz", "/readyz", "/metrics", *capture.PUBLIC_PATHS}
 
 
 def _guarded_routes(settings: Settings) -> list[tuple[str, str, frozenset[str]]]:
