@@ -117,7 +117,7 @@ def bench_database(server_url: str | None) -> Iterator[BenchDatabase]:
         with _server_database(server_url) as url:
             yield BenchDatabase(url)
     else:
-        with _private_cluster() as cluster:
+        with private_cluster() as cluster:
             yield BenchDatabase(cluster.url(), _postmaster_pid(cluster))
 
 
@@ -139,7 +139,7 @@ def _server_database(server_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def _private_cluster() -> Iterator[EmbeddedCluster]:
+def private_cluster() -> Iterator[EmbeddedCluster]:
     """An embedded cluster with its default (production, fsync on) settings, removed after."""
     root = Path(tempfile.mkdtemp(prefix="diachiso-bench-"))
     try:
@@ -179,6 +179,21 @@ def load_province(url: str, province: DemoProvince, *, surveyors: int) -> list[s
             ]
             session.commit()
         return tokens
+    finally:
+        db.close()
+
+
+def user_token(url: str, role: str) -> str:
+    """A new user of ``role`` (no team) and its token."""
+    settings = Settings(database_url=SecretStr(url))
+    db = open_database(settings, pool_size=1, max_overflow=0)
+    try:
+        with db.sessions() as session:
+            _, token = accounts.create_user(
+                session, name=f"bench {role}", role=role, team=None, actor=None
+            )
+            session.commit()
+        return token
     finally:
         db.close()
 
