@@ -100,16 +100,30 @@ def parse_args() -> FaultOptions:
     return FaultOptions(**vars(args))
 
 
-def small_province(options: FaultOptions) -> DemoProvince:
-    """A province of ``options.communes`` communes (hamlets with and without polygons)."""
-    return generate_province(
-        seed=options.seed, n_districts=1, communes_per_district=options.communes
-    )
+def small_province(options: FaultOptions, *, households: int) -> DemoProvince:
+    """``options.communes`` communes (hamlets with and without polygons), dense enough."""
+    scale = 1
+    while True:
+        province = generate_province(
+            seed=options.seed,
+            n_districts=1,
+            communes_per_district=options.communes,
+            households_per_hamlet=(80 * scale, 220 * scale),
+        )
+        if sum(h.target or 0 for h in province.hamlets) >= households + len(province.hamlets):
+            return province
+        scale *= 2
+
+
+def _households_needed(options: FaultOptions) -> int:
+    seconds = options.before_s + options.outage_s + options.after_s
+    per_client = int(seconds / max(options.think_s, 0.05)) + 2
+    return per_client * options.clients * options.batch
 
 
 def run(options: FaultOptions) -> dict[str, Any]:
     """One run: the figures and the invariant checks (``failures`` empty when all held)."""
-    province = small_province(options)
+    province = small_province(options, households=_households_needed(options))
     with private_cluster() as cluster:
         url = cluster.url()
         tokens = load_province(url, province, surveyors=options.clients)
@@ -122,9 +136,7 @@ def run(options: FaultOptions) -> dict[str, Any]:
 
 def _bodies(province: DemoProvince, options: FaultOptions) -> list[list[dict[str, Any]]]:
     """Every batch a client may send (more than the run can use), ids fixed in advance."""
-    seconds = options.before_s + options.outage_s + options.after_s
-    per_client = int(seconds / max(options.think_s, 0.05)) + 2
-    n = per_client * options.clients * options.batch
+    n = _households_needed(options)
     now = datetime.now(UTC) - timedelta(minutes=5)
     items = household_items(province, n=n, seed=options.seed, now=now)
     for item in items:
