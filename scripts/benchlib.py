@@ -327,6 +327,12 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
     return seconds
 
 
+def waited_children_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the children ``pid`` has reaped (PostgreSQL backends that have exited)."""
+    fields = _stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 @dataclass
 class RssSampler:
     """Peak summed VmRSS of a process tree, sampled every ``interval_s`` in a thread."""

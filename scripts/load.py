@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx2 as httpx
 import orjson
+import psycopg2
 from benchlib import (
     RssSampler,
     bench_database,
@@ -35,14 +36,17 @@ from benchlib import (
     exit_on_sigterm,
     fill_households,
     household_items,
+    libpq_url,
     load_province,
     percentile_ms,
     print_table,
     process_tree,
     serve,
     user_token,
+    waited_children_cpu_seconds,
     write_json,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from geo.demo import DemoProvince
 
@@ -65,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--viewer-think-s", type=float, default=2.0)
     parser.add_argument("--prefill", type=int, default=100_000, help="households loaded first")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument(
+        "--pool-size", type=int, help="DIACHISO_DB_POOL_SIZE of the server (default: its own)"
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--request-timeout-s", type=float, default=60.0)
     parser.add_argument(
@@ -246,7 +253,12 @@ async def drive(base_url: str, setup: Setup, args: Any) -> tuple[Stats, float]:
     """Every simulated person at once, for --seconds; the stats and the elapsed time."""
     stats = Stats()
     await warm_up(base_url, setup.surveyor_tokens[0])
-    limits = httpx.Limits(max_connections=args.surveyors + args.exporters + args.viewers + 10)
+    # uvicorn closes an idle keep-alive connection after 5 s: a client that reused one at that
+    # moment would lose the race (ReadError). Phones reconnect after a pause anyway.
+    limits = httpx.Limits(
+        max_connections=args.surveyors + args.exporters + args.viewers + 10,
+        keepalive_expiry=4.0,
+    )
     timeout = httpx.Timeout(args.request_timeout_s, connect=10.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
         started = time.monotonic()
@@ -334,6 +346,8 @@ def main() -> None:
     exit_on_sigterm()
     args = parse_args()
     random.seed(args.seed)
+    if args.pool_size:
+        os.environ["DIACHISO_DB_POOL_SIZE"] = str(args.pool_size)  # serve() passes it on
     province = bench_province(seed=args.seed, min_households=_needed(args))
     with bench_database(args.database_url) as db:
         setup = prepare(db.url, province, args)
@@ -342,21 +356,74 @@ def main() -> None:
             before = _cpu(roots)
             with RssSampler(server.process.pid) as rss:
                 stats, elapsed = asyncio.run(drive(server.base_url, setup, args))
+            inside = server_latency(server.base_url)
             used = {k: (v - before.get(k, 0.0)) / elapsed for k, v in _cpu(roots).items()}
             figures = {
                 "cpu_cores_service": round(used.get(server.process.pid, 0.0), 2),
                 "cpu_cores_postgres": round(used.get(db.postmaster_pid or -1, 0.0), 2),
                 "peak_rss_mb": rss.peak_kb // 1024,
+                **storage(db.url),
             }
+            figures |= {f"{route} (server side)": v for route, v in inside.items()}
     summary = summarise(stats, elapsed, figures, args)
     report(summary)
     if args.json:
         write_json(args.json, summary)
 
 
+def storage(url: str) -> dict[str, Any]:
+    """Database size after the run, and per household (rows, indexes, TOAST, all tables)."""
+    with psycopg2.connect(libpq_url(url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_database_size(current_database()), count(*) FROM households")
+        size, households = cur.fetchone()
+    conn.close()
+    return {
+        "database_mb": size // 2**20,
+        "households_stored": households,
+        "bytes_per_household": size // max(households, 1),
+    }
+
+
 def _cpu(roots: list[int]) -> dict[int, float]:
-    """CPU seconds of each root's whole process tree (server workers, PostgreSQL backends)."""
-    return {root: sum(cpu_seconds(process_tree(root)).values()) for root in roots}
+    """CPU seconds of each root's process tree, with the children that already exited
+    (PostgreSQL's backends come and go with the pool's overflow connections)."""
+    return {
+        root: sum(cpu_seconds(process_tree(root)).values()) + waited_children_cpu_seconds(root)
+        for root in roots
+    }
+
+
+def server_latency(base_url: str) -> dict[str, dict[str, float]]:
+    """p50/p95 per route as the server measured it (its /metrics histogram, interpolated):
+    the time spent inside the service, without the client's own queueing."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "diachiso_http_request_duration_seconds_bucket":
+                route = f"{sample.labels['method']} {sample.labels['route']}"
+                bound = float(sample.labels["le"])
+                buckets[route][bound] = buckets[route].get(bound, 0.0) + sample.value
+    return {
+        route: {f"p{int(q * 100)}_ms": round(_quantile(counts, q) * 1000, 1) for q in (0.5, 0.95)}
+        for route, counts in buckets.items()
+        if route in (SUBMISSIONS, EXPORTS, TILES)
+    }
+
+
+def _quantile(cumulative: dict[float, float], q: float) -> float:
+    """Prometheus's histogram_quantile: linear within the bucket that holds the rank."""
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]]
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if cumulative[bound] >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, cumulative[bound]
+    return lower
 
 
 def _needed(args: Any) -> int:
