@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ import httpx2 as httpx
 import psycopg2
 from benchlib import (
     RssSampler,
+    add_database_and_json_options,
     bench_database,
     bench_province,
     exit_on_sigterm,
@@ -53,12 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_database_and_json_options(parser)
     args = parser.parse_args()
     args.formats = [f for f in args.formats.split(",") if f]
     if args.n < 1 or not set(args.formats) <= set(FORMATS):

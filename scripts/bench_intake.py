@@ -32,6 +32,7 @@ from benchlib import (
     BenchDatabase,
     RssSampler,
     Server,
+    add_database_and_json_options,
     bench_database,
     bench_province,
     cpu_seconds,
@@ -73,12 +74,7 @@ def parse_args() -> argparse.Namespace:
         "--max-seconds", type=float, default=1800.0, help="stop posting batches after this"
     )
     parser.add_argument("--request-timeout-s", type=float, default=120.0)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_database_and_json_options(parser)
     args = parser.parse_args()
     if args.n < 1 or args.clients < 1 or args.single_clients < 0:
         parser.error("--n and --clients must be positive, --single-clients not negative")

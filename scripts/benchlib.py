@@ -7,6 +7,7 @@ memory and CPU sampling from ``/proc``, percentiles and the summary table. Loopb
 
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import os
@@ -59,6 +60,16 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def add_database_and_json_options(parser: argparse.ArgumentParser) -> None:
+    """``--database-url`` (default: a private cluster) and ``--json``, as every script takes."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DIACHISO_DATABASE_URL"),
+        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
 
 
 # --- workload -----------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -30,6 +29,7 @@ import orjson
 import psycopg2
 from benchlib import (
     RssSampler,
+    add_database_and_json_options,
     bench_database,
     bench_province,
     cpu_seconds,
@@ -74,12 +74,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--request-timeout-s", type=float, default=60.0)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DIACHISO_DATABASE_URL"),
-        help="a PostGIS server to create a throwaway database on (default: a private cluster)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    add_database_and_json_options(parser)
     args = parser.parse_args()
     if not (1 <= args.surveyors <= 5000 and 1 <= args.seconds <= 3600):
         parser.error("--surveyors must be 1-5000 and --seconds 1-3600")

@@ -42,6 +42,7 @@ from service.app import create_app
 from service.models import Household, HouseholdVersion
 from service.settings import Settings
 from tests.conftest import TEMPLATE, drop_database, new_database
+from tests.geo.conftest import zip_bytes
 from tests.service.conftest import load_area, table_counts
 from tests.service.test_intake import item
 from tests.service.test_units_import import _fc, _feature, post_import
@@ -451,17 +452,9 @@ def test_injection_in_free_text_filters_matches_nothing(
 # --- boundary files -------------------------------------------------------------------------
 
 
-def _zip(members: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _lying_zip() -> bytes:
     """A zip whose headers declare 100 bytes for a member that inflates to 3 MB."""
-    data = bytearray(_zip({"a.shp": bytes(3_000_000), "a.shx": b"x", "a.dbf": b"x"}))
+    data = bytearray(zip_bytes({"a.shp": bytes(3_000_000), "a.shx": b"x", "a.dbf": b"x"}))
     for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
         at = data.find(signature)  # the first member's local and central headers
         data[at + offset : at + offset + 4] = struct.pack("<I", 100)
@@ -491,24 +484,24 @@ _SPIKE = shapely.Polygon([(105.6, 10.4), (105.7, 10.5), (105.6, 10.4), (105.7, 1
 
 #: (file bytes, file name, form fields, status, code)
 FILES = [
-    pytest.param(lambda: _zip({"a.shp": bytes(5_000_000)}), "bomb.zip", {}, 422,
+    pytest.param(lambda: zip_bytes({"a.shp": bytes(5_000_000)}), "bomb.zip", {}, 422,
                  "file_unsafe", id="zip-bomb-ratio"),
-    pytest.param(lambda: _zip({"a.shp": bytes(9_000_000)}), "bomb.zip", {}, 422,
+    pytest.param(lambda: zip_bytes({"a.shp": bytes(9_000_000)}), "bomb.zip", {}, 422,
                  "file_unsafe", id="zip-over-unpacked-limit"),
     pytest.param(_lying_zip, "lying.zip", {}, 422, "file_unreadable",
                  id="zip-lying-sizes"),
-    pytest.param(lambda: _zip({f"f{i}.txt": b"x" for i in range(60)}), "many.zip", {}, 422,
+    pytest.param(lambda: zip_bytes({f"f{i}.txt": b"x" for i in range(60)}), "many.zip", {}, 422,
                  "file_unsafe", id="zip-too-many-members"),
-    pytest.param(lambda: _zip({"..\\..\\evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
+    pytest.param(lambda: zip_bytes({"..\\..\\evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
                  id="zip-traversal-backslash"),
-    pytest.param(lambda: _zip({"/etc/evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
+    pytest.param(lambda: zip_bytes({"/etc/evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
                  id="zip-absolute-path"),
-    pytest.param(lambda: _zip({"C:/evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
+    pytest.param(lambda: zip_bytes({"C:/evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
                  id="zip-drive-letter"),
-    pytest.param(lambda: _zip({"a/../../evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
+    pytest.param(lambda: zip_bytes({"a/../../evil.shp": b"x"}), "a.zip", {}, 422, "file_unsafe",
                  id="zip-traversal-inside"),
     pytest.param(_symlink_zip, "link.zip", {}, 422, "file_unreadable", id="zip-symlink"),
-    pytest.param(lambda: _zip({"a.shp": _zip({"b.shp": b"x"})}), "nested.zip", {}, 422,
+    pytest.param(lambda: zip_bytes({"a.shp": zip_bytes({"b.shp": b"x"})}), "nested.zip", {}, 422,
                  "file_unreadable", id="zip-in-zip"),
     pytest.param(_million_vertices, "big.geojson", {}, 422, "geometry_too_complex",
                  id="million-vertices"),
