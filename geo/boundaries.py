@@ -46,6 +46,8 @@ from geo.errors import CrsError, InputFileError, PostcodeError
 from geo.postcodes import normalise_postcode
 
 MAX_ZIP_MEMBERS = 50
+#: Default most vertices of one unit's boundary (see ``read_units``).
+MAX_FEATURE_VERTICES = 200_000
 MAX_ZIP_RATIO = 200
 # Below this many uncompressed bytes a high ratio harms no one, and wide, mostly blank DBF text
 # columns legitimately compress more than 200:1.
@@ -131,6 +133,7 @@ def read_units(
     target_field: str | None = None,
     source_crs: str | None = None,
     max_uncompressed_bytes: int = 500_000_000,
+    max_vertices: int = MAX_FEATURE_VERTICES,
 ) -> UnitLayer:
     """Read administrative units from an uploaded file into WGS84 features.
 
@@ -147,6 +150,9 @@ def read_units(
         Overrides the file's CRS, e.g. "EPSG:5897" for VN-2000 Đồng Tháp.
     max_uncompressed_bytes : int
         Largest total a zip may expand to.
+    max_vertices : int
+        Most vertices one unit's boundary may have: checking and repairing a polygon costs
+        more than linearly in its vertices (a jagged 200,000-vertex ring takes GEOS ~12 s).
 
     Returns
     -------
@@ -157,7 +163,7 @@ def read_units(
     InputFileError
         codes ``format_unsupported``, ``file_unreadable``, ``file_unsafe``, ``field_missing``,
         ``code_missing``, ``name_missing``, ``code_duplicated``, ``target_invalid``,
-        ``geometry_type_invalid``.
+        ``geometry_type_invalid``, ``geometry_too_complex``.
     CrsError
         codes ``crs_unknown``, ``crs_missing``, ``crs_mismatch``, ``outside_vietnam``,
         ``transform_failed``.
@@ -192,7 +198,7 @@ def read_units(
         return UnitLayer(_features(units, [None] * len(units)), None, [], raw.warnings)
     codes = [unit.code for unit in units]
     geometries, crs_label, repaired, notes = _prepare_geometries(
-        raw.wkb, codes=codes, file_crs=raw.crs, source_crs=source_crs
+        raw.wkb, codes=codes, file_crs=raw.crs, source_crs=source_crs, max_vertices=max_vertices
     )
     return UnitLayer(_features(units, geometries), crs_label, repaired, raw.warnings + notes)
 
@@ -258,6 +264,9 @@ def _read_csv(data: bytes) -> _RawLayer:
             "'CSV UTF-8 (Comma delimited)'.",
             byte_offset=exc.start,
         ) from exc
+    if "\x00" in text:  # Excel never writes one; PostgreSQL text cannot hold it
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise _unreadable(f"Tệp CSV chứa ký tự NUL (0x00) ở dòng {line}.", line=line)
     first_line = text.split("\n", 1)[0]
     # Excel in locales with a decimal comma writes ';' between columns.
     delimiter = max((",", ";", "\t"), key=first_line.count)
@@ -623,8 +632,10 @@ def _prepare_geometries(
     codes: Sequence[str],
     file_crs: str | None,
     source_crs: str | None,
+    max_vertices: int,
 ) -> tuple[list[MultiPolygon | None], str | None, list[str], list[str]]:
     geoms = _parse_wkb(wkb, codes=codes)
+    _check_vertices(geoms, codes=codes, max_vertices=max_vertices)
     notes = [
         f"Đơn vị {code} không có ranh giới (hình học rỗng)."
         for code, geom in zip(codes, geoms, strict=True)
@@ -669,6 +680,22 @@ def _parse_wkb(wkb: Sequence[bytes | None], *, codes: Sequence[str]) -> np.ndarr
         if geom is not None and geom.geom_type not in _POLYGONAL:
             raise _wrong_type(code, geom.geom_type)
     return geoms
+
+
+def _check_vertices(
+    geoms: np.ndarray[Any, Any], *, codes: Sequence[str], max_vertices: int
+) -> None:
+    counts = shapely.get_num_coordinates(geoms)
+    if not len(counts) or counts.max() <= max_vertices:
+        return
+    worst = int(counts.argmax())
+    raise InputFileError(
+        f"Ranh giới của đơn vị {codes[worst]} có {int(counts[worst]):,} đỉnh, vượt giới hạn "
+        f"{max_vertices:,}. Hãy đơn giản hóa lớp (QGIS: Vector → Geometry Tools → Simplify, "
+        "hoặc ogr2ogr -simplify với dung sai 0.5 m) rồi nhập lại.",
+        code="geometry_too_complex",
+        detail={"code": codes[worst], "vertices": int(counts[worst]), "limit": max_vertices},
+    )
 
 
 def _wrong_type(code: str, geom_type: str) -> InputFileError:

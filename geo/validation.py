@@ -412,8 +412,48 @@ def canonical_json(value: object) -> bytes:
     --------
     >>> canonical_json({"b": [1, 2.5], "a": "Đ"})
     b'{"a":"\\xc4\\x90","b":[1,2.5]}'
+    >>> deep = []
+    >>> for _ in range(999):
+    ...     deep = [deep]
+    >>> canonical_json(deep).count(b"["), canonical_json({"b": deep, "a": 1})[:10]
+    (1000, b'{"a":1,"b"')
     """
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        # orjson writes at most 255 levels but reads 1,024: a hostile item nested deeper
+        # still needs its identity (and the log its text) so it can be rejected, not a 500.
+        if "Recursion limit" not in str(exc):
+            raise
+        return _canonical_deep(value)
+
+
+def _canonical_deep(value: object) -> bytes:
+    """``canonical_json`` without a nesting limit: an explicit stack instead of recursion."""
+    out: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, bytes):  # punctuation queued below (bytes never occur in JSON)
+            out.append(top)
+        elif isinstance(top, dict):
+            pairs = sorted(top.items(), key=lambda pair: pair[0])
+            stack.append(b"}")
+            for index in range(len(pairs) - 1, -1, -1):
+                stack += [pairs[index][1], orjson.dumps(pairs[index][0]) + b":"]
+                if index:
+                    stack.append(b",")
+            stack.append(b"{")
+        elif isinstance(top, list):
+            stack.append(b"]")
+            for index in range(len(top) - 1, -1, -1):
+                stack.append(top[index])
+                if index:
+                    stack.append(b",")
+            stack.append(b"[")
+        else:
+            out.append(orjson.dumps(top))
+    return b"".join(out)
 
 
 def payload_sha256(value: object) -> str:
@@ -440,25 +480,31 @@ def payload_diff(before: object, after: object, *, limit: int = 50) -> list[dict
     """
     out: list[dict[str, Any]] = []
     if limit > 0:
-        _diff(before, after, "", out, limit)
+        _diff(before, after, "", out, limit, _MAX_DIFF_DEPTH)
     return out
 
 
 _MISSING = object()
+#: Below this depth a differing subtree is one difference: no real item nests this deep, and
+#: a hostile one (up to 1,024 levels) must not exhaust Python's recursion limit.
+_MAX_DIFF_DEPTH = 32
 
 
-def _diff(before: object, after: object, path: str, out: list[dict[str, Any]], limit: int) -> None:
-    if isinstance(before, dict) and isinstance(after, dict):
+def _diff(
+    before: object, after: object, path: str, out: list[dict[str, Any]], limit: int, depth: int
+) -> None:
+    if depth and isinstance(before, dict) and isinstance(after, dict):
         for key in sorted(before.keys() | after.keys(), key=str):
             child = f"{path}.{key}" if path else str(key)
-            _diff(before.get(key, _MISSING), after.get(key, _MISSING), child, out, limit)
+            old, new = before.get(key, _MISSING), after.get(key, _MISSING)
+            _diff(old, new, child, out, limit, depth - 1)
             if len(out) >= limit:
                 return
-    elif isinstance(before, list) and isinstance(after, list):
+    elif depth and isinstance(before, list) and isinstance(after, list):
         for index in range(max(len(before), len(after))):
             old = before[index] if index < len(before) else _MISSING
             new = after[index] if index < len(after) else _MISSING
-            _diff(old, new, f"{path}[{index}]", out, limit)
+            _diff(old, new, f"{path}[{index}]", out, limit, depth - 1)
             if len(out) >= limit:
                 return
     elif not _same_leaf(before, after):
@@ -466,13 +512,63 @@ def _diff(before: object, after: object, path: str, out: list[dict[str, Any]], l
 
 
 def _same_leaf(before: object, after: object) -> bool:
+    if isinstance(before, dict | list) and isinstance(after, dict | list):
+        return canonical_json(before) == canonical_json(after)  # no recursion in ==
     # type() too: Python says True == 1 and 10 == 10.0, JSON (and the payload hash) does not.
     return type(before) is type(after) and before == after
 
 
 def _difference(path: str, before: object, after: object) -> dict[str, Any]:
+    before, after = _shown(before), _shown(after)
     if before is _MISSING:
         return {"path": path, "change": "added", "before": None, "after": after}
     if after is _MISSING:
         return {"path": path, "change": "removed", "before": before, "after": None}
     return {"path": path, "change": "changed", "before": before, "after": after}
+
+
+def _shown(value: object) -> object:
+    return value if value is _MISSING else shallow_json(value)
+
+
+def shallow_json(value: object, *, max_depth: int = _MAX_DIFF_DEPTH) -> object:
+    """``value``, or a copy in which whatever lies ``max_depth`` levels down is its JSON text.
+
+    Responses echo stored payloads, and JSON writers stop near 255 levels (orjson, pydantic):
+    a hostile payload nested deeper is shown as text from that depth on, so one bad item
+    cannot break the submission log for everyone who reads it.
+
+    Examples
+    --------
+    >>> shallow_json({"a": [[1]]}, max_depth=2)
+    {'a': ['[1]']}
+    >>> value = {"a": 1}
+    >>> shallow_json(value) is value
+    True
+    """
+    if not _deeper_than(value, max_depth):
+        return value
+    return _cut(value, max_depth)
+
+
+def _cut(value: object, levels: int) -> object:
+    if not isinstance(value, dict | list):
+        return value
+    if levels == 0:
+        return canonical_json(value).decode()
+    if isinstance(value, dict):
+        return {key: _cut(child, levels - 1) for key, child in value.items()}
+    return [_cut(child, levels - 1) for child in value]
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        top, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(top, dict):
+            stack += [(child, depth + 1) for child in top.values()]
+        elif isinstance(top, list):
+            stack += [(child, depth + 1) for child in top]
+    return False

@@ -145,7 +145,7 @@ def bench_database(server_url: str | None) -> Iterator[BenchDatabase]:
         with _server_database(server_url) as url:
             yield BenchDatabase(url)
     else:
-        with _private_cluster() as cluster:
+        with private_cluster() as cluster:
             yield BenchDatabase(cluster.url(), _postmaster_pid(cluster))
 
 
@@ -167,7 +167,7 @@ def _server_database(server_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def _private_cluster() -> Iterator[EmbeddedCluster]:
+def private_cluster() -> Iterator[EmbeddedCluster]:
     """An embedded cluster with its default (production, fsync on) settings, removed after."""
     root = Path(tempfile.mkdtemp(prefix="diachiso-bench-"))
     try:
@@ -353,6 +353,12 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
         if fields:
             seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
     return seconds
+
+
+def waited_children_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the children ``pid`` has reaped (PostgreSQL backends that have exited)."""
+    fields = _stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 @dataclass

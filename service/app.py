@@ -16,6 +16,7 @@ from swagger_ui_bundle import swagger_ui_path
 from service.coverage import load_unit_coverage, update_unit_coverage
 from service.db import Database, open_database
 from service.errors import install_error_handlers
+from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from service.routers import (
     accounts,
@@ -26,6 +27,7 @@ from service.routers import (
     exports,
     health,
     households,
+    metrics,
     openrosa,
     pages,
     reviews,
@@ -42,6 +44,7 @@ from service.unit_index import UnitIndexCache, keep_out_of_collections
 #: Every router of the app, in the order they are mounted.
 ROUTERS = (
     health.router,
+    metrics.router,
     units.router,
     accounts.router,
     submissions.router,
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     _mount_api_docs(app)
     pages.mount_static(app)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.state.unit_cache = UnitIndexCache(commune_tolerance_m=settings.commune_tolerance_m)
     app.state.coverage_cache = SnapshotCache(load_unit_coverage, update=update_unit_coverage)
     app.state.tile_caches = TileCaches(
@@ -102,7 +106,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         max_bytes=settings.max_request_bytes,
         upload_max_bytes=settings.max_upload_bytes,
     )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app, settings.max_batch_items)  # type: ignore[method-assign]
     return app
 

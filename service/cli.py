@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from geo.errors import GeoError
-from service import accounts, codes, migrate, server
+from service import accounts, codes, metrics, migrate, server
 from service.db import Database, open_database
 from service.errors import ServiceError
 from service.logs import configure_logging
@@ -92,8 +92,9 @@ def serve(
         log_format=settings.log_format,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    with _database(settings):
-        # The embedded cluster (if any) stays up while the workers use it.
+    # The embedded cluster (if any) stays up while the workers use it; with several workers,
+    # their metrics meet in a shared directory (service/metrics.py).
+    with _database(settings), metrics.shared_directory(workers):
         server.serve(options, workers=workers)
 
 

@@ -396,9 +396,10 @@ def add_version(
     ).scalar_one()
     session.execute(
         text(
-            "INSERT INTO household_versions (household_id, version, actor_user_id, reason, data) "
-            f"SELECT h.id, h.version, :actor, :reason, {_SNAPSHOT_SQL} || CAST(:note AS jsonb) "
-            "FROM households h WHERE h.id = :id"
+            "INSERT INTO household_versions (household_id, version, actor_user_id, reason, data, "
+            "province_code) "
+            f"SELECT h.id, h.version, :actor, :reason, {_SNAPSHOT_SQL} || CAST(:note AS jsonb), "
+            "h.province_code FROM households h WHERE h.id = :id"
         ),
         {
             "id": household_id,

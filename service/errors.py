@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo.errors import CrsError, GeoError, InputFileError, PostcodeError, XmlSyntaxError
@@ -117,6 +119,7 @@ _TITLES = {
     405: "Phương thức không được hỗ trợ",
     409: "Xung đột dữ liệu",
     413: "Dữ liệu gửi lên quá lớn",
+    414: "Đường dẫn quá dài",
     415: "Kiểu dữ liệu không được hỗ trợ",
     422: "Dữ liệu không hợp lệ",
     500: "Lỗi máy chủ",
@@ -165,11 +168,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+    codes = {404: "not_found", 405: "method_not_allowed", 400: "body_invalid"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
     if exc.status_code == 404:
         detail = "Không tìm thấy đường dẫn này."
+    elif exc.status_code == 400:
+        # The framework's own refusals: a body it cannot parse (JSON nested too deep, not
+        # UTF-8, a broken multipart). Its English text goes to the log, not to the client.
+        log.warning("%s %s -> 400 %s", request.method, loggable_path(request.url.path), detail)
+        detail = (
+            "Không đọc được nội dung yêu cầu (JSON hoặc multipart hỏng, lồng quá sâu hoặc "
+            "không phải UTF-8)."
+        )
     return problem(exc.status_code, code, detail)
 
 
@@ -185,6 +196,15 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "%s %s -> 503 database busy: %s", request.method, loggable_path(request.url.path), exc
+    )
+    return problem(
+        503, "database_busy", "Máy chủ đang quá tải (hết kết nối cơ sở dữ liệu); hãy thử lại sau."
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s -> 500", request.method, loggable_path(request.url.path), exc_info=exc)
     return problem(500, "internal_error", "Lỗi máy chủ; sự cố đã được ghi lại.")
@@ -197,6 +217,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Lost or refused connections: the client may retry (idempotent intake makes that safe).
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(DisconnectionError, _database_down)
+    # Work done on the raw DBAPI cursor (intake's COPY) raises psycopg2's own, unwrapped.
+    for lost in (OperationalError, InterfaceError, DisconnectionError):
+        app.add_exception_handler(lost, _database_down)
+    for lost_raw in (psycopg2.OperationalError, psycopg2.InterfaceError):
+        app.add_exception_handler(lost_raw, _database_down)
+    # Every pooled connection busy for the pool's whole timeout: overloaded, not broken.
+    app.add_exception_handler(PoolTimeoutError, _database_busy)
     app.add_exception_handler(Exception, _unexpected_error)

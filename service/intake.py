@@ -79,6 +79,8 @@ class _Item:
     result: dict[str, Any] | None = None
     stored: Any = None  # the payload as logged, when it differs from ``raw``
     address_code: str | None = None
+    province_code: str | None = None  # of the commune the point was placed in
+    log_province: str | None = None  # of the submission log row: the team's, when it has one
     payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
 
 
@@ -124,7 +126,7 @@ def submit(
     """
     if raw_items is None:
         raw_items = parse_envelope(body, max_items=options.max_items)
-    batch_id = _store_batch(
+    batch_id, team_province = _store_batch(
         database, body=body, content_type=content_type, user=user, n=len(raw_items), channel=channel
     )
     for attempt in range(_ATTEMPTS):
@@ -136,6 +138,7 @@ def submit(
                     cache,
                     items,
                     batch_id=batch_id,
+                    team_province=team_province,
                     user=user,
                     contended=attempt > 0,
                     params=options.dedupe,
@@ -194,6 +197,14 @@ def _storable(raw: Any, text_: bytes) -> Any:
     return orjson.loads(text_.replace(b"\\u0000", b"\\ufffd"))
 
 
+# The province of the team's area when it lies in one province (the distribution key of the
+# raw batch on a distributed database, docs/scaling.md); NULL for a team across provinces.
+_TEAM_PROVINCE = """
+SELECT min(u.province_code) FROM team_units tu JOIN admin_units u ON u.code = tu.unit_code
+WHERE tu.team_id = :team AND u.valid_to IS NULL HAVING count(DISTINCT u.province_code) = 1
+"""
+
+
 def _store_batch(
     database: Database,
     *,
@@ -202,25 +213,29 @@ def _store_batch(
     user: User,
     n: int,
     channel: str,
-) -> uuid.UUID:
+) -> tuple[uuid.UUID, str | None]:
+    """Store the request body verbatim and commit; its id and the team's province (if one)."""
     batch_id = uuid.uuid4()
     with database.sessions() as session, session.begin():
-        session.execute(
+        province = session.execute(
             text(
                 "INSERT INTO intake_batches (id, user_id, channel, content_type, body, "
-                "body_sha256, item_count) VALUES (:id, :user_id, :channel, :ct, :body, :sha, :n)"
+                "body_sha256, item_count, province_code) "
+                f"VALUES (:id, :user_id, :channel, :ct, :body, :sha, :n, ({_TEAM_PROVINCE})) "
+                "RETURNING province_code"
             ),
             {
                 "id": batch_id,
                 "user_id": user.id,
+                "team": user.team_id,
                 "channel": channel,
                 "ct": content_type,
                 "body": body,
                 "sha": hashlib.sha256(body).hexdigest(),
                 "n": n,
             },
-        )
-    return batch_id
+        ).scalar_one()
+    return batch_id, province
 
 
 def _process(
@@ -229,6 +244,7 @@ def _process(
     items: list[_Item],
     *,
     batch_id: uuid.UUID,
+    team_province: str | None,
     user: User,
     contended: bool,
     params: DedupeParams,
@@ -243,6 +259,10 @@ def _process(
     _validate(session, index, work, user=user)
     _reserve_ids(session, work, fresh)
     matches = _find_duplicates(session, index, work, params)
+    for item in work:
+        # The log row lives in the team's province (where a resend comes from); a team across
+        # provinces logs each item in the province its point fell in.
+        item.log_province = team_province or item.province_code
     claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
@@ -319,6 +339,8 @@ def _validate(session: Session, index: CachedIndex, items: list[_Item], *, user:
     queries = [_query(i.parsed) for i in placeable]
     for item, placement in zip(placeable, index.index.locate_many(queries), strict=True):
         item.placement = placement
+        if placement.commune is not None:
+            item.province_code = index.province_of.get(placement.commune.id)
     area = _team_area(session, user)
     refs = _referenced(session, [i.parsed.household_ref for i in items if i.parsed.household_ref])
     for item in items:
@@ -566,6 +588,7 @@ def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> No
 def _submission_values(item: _Item) -> dict[str, Any]:
     placement = item.placement
     return {
+        "province_code": item.log_province,
         "captured_at": item.parsed.captured_at,
         "hamlet_code": item.parsed.hamlet_code,
         "commune_code": placement.commune.code if placement and placement.commune else None,
@@ -576,6 +599,7 @@ def _submission_values(item: _Item) -> dict[str, Any]:
 
 
 _SUBMISSION_COLUMNS = (
+    "province_code",
     "id",
     "client_id",
     "batch_id",
@@ -612,6 +636,7 @@ def _claim(
         v = _submission_values(item)
         rows.append(
             (
+                v["province_code"],
                 item.submission_id,
                 item.parsed.id,
                 batch_id,
@@ -655,6 +680,7 @@ def _reclaim(session: Session, items: list[_Item]) -> set[int]:
             text(
                 "UPDATE submissions SET status = :status, issues = :issues, household_id = :hh, "
                 "captured_at = :captured_at, hamlet_code = :hamlet_code, "
+                "province_code = :province_code, "
                 "commune_code = :commune_code, processed_at = now(), error = NULL "
                 "WHERE client_id = :cid AND status IN ('received', 'error') RETURNING id"
             ),
@@ -732,7 +758,7 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
     hamlet = placement.hamlet
     return {
         "status": item.status,
-        "province_code": index.province_of.get(placement.commune.id),
+        "province_code": item.province_code,
         "commune_code": placement.commune.code,
         "hamlet_code": hamlet.code if hamlet else p.hamlet_code,
         "commune_unit_id": placement.commune.id,
@@ -799,10 +825,19 @@ def _write_versions(
             user.id,
             reason,
             JsonValue(_snapshot(i, values[i.index])),
+            values[i.index]["province_code"],
         )
         for i, v, reason in versions
     ]
-    columns = ("household_id", "version", "submission_id", "actor_user_id", "reason", "data")
+    columns = (
+        "household_id",
+        "version",
+        "submission_id",
+        "actor_user_id",
+        "reason",
+        "data",
+        "province_code",
+    )
     copy_rows(_cursor(session), "household_versions", columns, rows)
     for item, version, _ in versions:
         if version > 1:

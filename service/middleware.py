@@ -7,13 +7,19 @@ import time
 import uuid
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
 from service.logs import loggable_path
 from service.logs import request_id as current_request_id
+from service.metrics import Metrics, route_label
 
 log = logging.getLogger("diachiso.request")
+
+#: Longest path plus query string served. Real URLs here stay under 1 kB (a cursor is at most
+#: 512 characters); common proxies stop at 8 kB too, and a longer one is only ever an attack.
+MAX_URL_BYTES = 8192
 
 
 class _TooLarge(Exception):
@@ -85,10 +91,11 @@ async def _send_413(scope: Scope, receive: Receive, send: Send, limit: int) -> N
 
 
 class RequestLogMiddleware:
-    """One structured log line per request: method, path, status, duration, request id."""
+    """One structured log line per request (method, path, status, duration, request id), and
+    the request counted in the metrics by its route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,12 +117,8 @@ class RequestLogMiddleware:
             await send(message)
 
         try:
-            if _has_nul(scope):
-                # PostgreSQL cannot store or compare text holding NUL: refuse it up front.
-                response = problem(
-                    422, "request_invalid", "Đường dẫn hoặc tham số chứa ký tự NUL (0x00)."
-                )
-                await response(scope, receive, send_with_id)
+            if (refusal := _refusal(scope)) is not None:
+                await refusal(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -132,21 +135,34 @@ class RequestLogMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             path = loggable_path(scope["path"])
             extra: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": path,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
             }
             log.info("%s %s %s", scope["method"], path, status, extra=extra)
             current_request_id.reset(token)
+            if self.metrics is not None:
+                route = route_label(scope)
+                self.metrics.observe_request(
+                    method=scope["method"], route=route, status=status, seconds=seconds
+                )
 
 
-def _has_nul(scope: Scope) -> bool:
-    query = scope.get("query_string", b"").lower()
-    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+def _refusal(scope: Scope) -> JSONResponse | None:
+    """A problem response for a URL no route may see, else None."""
+    query = scope.get("query_string", b"")
+    if len(scope.get("raw_path") or scope["path"].encode()) + len(query) > MAX_URL_BYTES:
+        detail = f"Đường dẫn và tham số dài quá {MAX_URL_BYTES} byte."
+        return problem(414, "uri_too_long", detail)
+    if "\x00" in scope["path"] or b"%00" in query.lower() or b"\x00" in query:
+        # PostgreSQL cannot store or compare text holding NUL: refuse it up front.
+        return problem(422, "request_invalid", "Đường dẫn hoặc tham số chứa ký tự NUL (0x00).")
+    return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

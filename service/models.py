@@ -117,6 +117,7 @@ class IntakeBatch(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     body_sha256: Mapped[str] = mapped_column(String(64))
     item_count: Mapped[int | None] = mapped_column(Integer)
+    province_code: Mapped[str | None] = mapped_column(String(8))
 
 
 class Submission(Base):
@@ -192,6 +193,7 @@ class HouseholdVersion(Base):
     reason: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = _now()
+    province_code: Mapped[str | None] = mapped_column(String(8))
 
 
 class DuplicateCandidate(Base):

@@ -5,13 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Role = Literal["surveyor", "reviewer", "admin", "postal"]
 Level = Literal["province", "district", "commune", "hamlet"]
 T = TypeVar("T")
 #: A name: trimmed, not blank.
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def holds_nul(value: Any) -> bool:
+    """True when any text in ``value`` (keys too, at any depth) contains U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(holds_nul(item) for item in value)
+    return False
+
+
+class RequestBody(BaseModel):
+    """Base of JSON request bodies: unknown members and NUL characters are refused (422).
+
+    PostgreSQL text cannot hold U+0000, so such a value would otherwise fail only when it
+    reaches the database.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if holds_nul(data):
+            raise ValueError("text must not contain the NUL character (U+0000)")
+        return data
 
 
 class Page(BaseModel, Generic[T]):
@@ -49,10 +77,9 @@ class UnitVersionOut(BaseModel):
     valid_to: datetime | None
 
 
-class TargetIn(BaseModel):
+class TargetIn(RequestBody):
     """Expected household count of a unit."""
 
-    model_config = ConfigDict(extra="forbid")
     expected_households: int | None = Field(ge=0, le=10_000_000)
 
 
@@ -89,18 +116,16 @@ class ImportReport(BaseModel):
     )
 
 
-class TeamIn(BaseModel):
+class TeamIn(RequestBody):
     """A new team and the hamlet or commune codes it may capture in."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Name
     units: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-class TeamUnitsIn(BaseModel):
+class TeamUnitsIn(RequestBody):
     """Units to add to a team's area."""
 
-    model_config = ConfigDict(extra="forbid")
     units: list[str] = Field(min_length=1, max_length=10_000)
 
 
@@ -113,10 +138,9 @@ class TeamOut(BaseModel):
     created_at: datetime
 
 
-class UserIn(BaseModel):
+class UserIn(RequestBody):
     """A new token holder; surveyors need a team."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Name
     role: Role
     team: str | None = Field(default=None, max_length=200)

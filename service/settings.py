@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.boundaries import MAX_FEATURE_VERTICES
 from geo.dedupe import DedupeParams
 
 _DEDUPE = DedupeParams()  # the defaults live with the scoring they tune
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     max_uncompressed_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     overlap_min_area_m2: float = Field(default=100.0, ge=0)
+    max_feature_vertices: int = Field(
+        default=MAX_FEATURE_VERTICES, ge=100, description="Most vertices of one unit boundary"
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="Proxies trusted for X-Forwarded-* (comma list or *)"
     )
@@ -63,6 +67,9 @@ class Settings(BaseSettings):
     capture_accuracy_m: float = Field(
         default=10.0, gt=0, description="GPS accuracy field clients wait for before saving"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, GET /metrics needs 'Authorization: Bearer <it>'"
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL phones reach the service at (Collect settings, form links); "
@@ -87,6 +94,11 @@ class Settings(BaseSettings):
         max_length=2000,
         description="Raster basemap tile URL ({z}/{x}/{y}) for the map pages; none by default",
     )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("database_url")
     @classmethod

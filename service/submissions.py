@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from geo.validation import shallow_json
 from service import audit
 from service.models import Submission, User
 from service.paging import cursor_int, decode_cursor, encode_cursor
@@ -70,6 +71,6 @@ def submission_out(row: Submission) -> dict[str, Any]:
         "surveyor": row.user_id,
         "household_id": row.household_id,
         "issues": row.issues,
-        "payload": row.payload,
+        "payload": shallow_json(row.payload),
         "error": row.error,
     }

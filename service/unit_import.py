@@ -22,7 +22,14 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from geo.boundaries import UnitFeature, UnitLayer, read_units, sibling_gaps, sibling_overlaps
+from geo.boundaries import (
+    MAX_FEATURE_VERTICES,
+    UnitFeature,
+    UnitLayer,
+    read_units,
+    sibling_gaps,
+    sibling_overlaps,
+)
 from service import audit
 from service.codes import CodePolicy, issue_pending
 from service.errors import BadRequestError
@@ -62,6 +69,7 @@ class ImportLimits:
 
     max_uncompressed_bytes: int
     overlap_min_area_m2: float
+    max_feature_vertices: int = MAX_FEATURE_VERTICES
 
 
 @dataclass
@@ -94,6 +102,7 @@ def import_units(
         target_field=request.target_field,
         source_crs=request.source_crs,
         max_uncompressed_bytes=limits.max_uncompressed_bytes,
+        max_vertices=limits.max_feature_vertices,
     )
     if request.name_field is None:
         report = _import_targets(session, request, layer)

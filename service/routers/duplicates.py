@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from service import codes, dedupe
 from service.deps import RoleGuard, SessionDep, SettingsDep
 from service.models import User
 from service.paging import Cursor, Limit, cursor_int, decode_cursor, encode_cursor
-from service.schemas import Page
+from service.schemas import Page, RequestBody
 
 router = APIRouter(prefix="/api/v1/duplicates", tags=["duplicates"])
 
@@ -37,10 +37,8 @@ class CandidateOut(BaseModel):
     created_at: datetime
 
 
-class ResolveIn(BaseModel):
+class ResolveIn(RequestBody):
     """``{"action": "merge", "keep": id}`` or ``{"action": "distinct"}``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     action: Literal["merge", "distinct"]
     keep: int | None = Field(default=None, description="The surviving household (merge)")

@@ -161,6 +161,7 @@ async def submission(
         now=datetime.now(UTC),
         options=intake_options(settings),
     )
+    request.app.state.metrics.count_results("openrosa", {result["status"]: 1})
     status, body = openrosa.submission_response(item, result)
     return Response(body, status_code=status, media_type=openrosa.XML_MEDIA_TYPE)
 

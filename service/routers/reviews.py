@@ -5,21 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from service import codes, reviews
 from service.deps import RoleGuard, SessionDep, SettingsDep
 from service.models import User
+from service.schemas import RequestBody
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
 REVIEWERS = RoleGuard("reviewer", "admin")
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(RequestBody):
     """A decision and why (the reason is kept in the history and shown to the team)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     action: Literal["accept", "reject", "send_back"]
     reason: str = Field(min_length=1, max_length=500)

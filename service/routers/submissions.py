@@ -59,6 +59,7 @@ async def submit(
     counts: dict[str, int] = {}
     for result in results:
         counts[result["status"]] = counts.get(result["status"], 0) + 1
+    request.app.state.metrics.count_results("api", counts)
     # Serialised directly: validating 1,000 results against the response model costs more
     # than the rest of the request's Python work (the model still documents the shape).
     return Response(orjson.dumps({"results": results, "counts": counts}), media_type=JSON)

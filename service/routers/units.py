@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from service import codes, units
 from service.deps import AdminUser, AnyUser, SessionDep, SettingsDep
@@ -22,7 +22,7 @@ def list_units(
     session: SessionDep,
     user: AnyUser,
     level: Level | None = None,
-    parent: str | None = None,
+    parent: Annotated[str | None, Query(max_length=32)] = None,
     at: datetime | None = None,
     geometry: bool = False,
     limit: Limit = 100,
@@ -111,4 +111,5 @@ def import_limits(settings: Any) -> ImportLimits:
     return ImportLimits(
         max_uncompressed_bytes=settings.max_uncompressed_bytes,
         overlap_min_area_m2=settings.overlap_min_area_m2,
+        max_feature_vertices=settings.max_feature_vertices,
     )

@@ -606,6 +606,37 @@ def test_csv_code_missing_gives_the_line_number() -> None:
     assert "dòng 3" in caught.value.message
 
 
+def test_csv_with_a_nul_character_is_unreadable() -> None:
+    data = "ma_ap,ten_ap\n29866-01,Khóm 1\n29866-02,Khóm\x002\n".encode()
+    with pytest.raises(InputFileError) as caught:
+        read_units(data, filename="ap.csv", code_field="ma_ap", name_field="ten_ap")
+    assert caught.value.code == "file_unreadable" and "dòng 3" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("vertices", "limit", "refused"), [(1_000, 1_001, False), (1_000, 999, True)]
+)
+def test_boundaries_over_the_vertex_limit_are_refused(
+    vertices: int, limit: int, refused: bool
+) -> None:
+    angles = np.linspace(0, 2 * np.pi, vertices - 1, endpoint=False)  # the ring closes itself
+    circle = shapely.Polygon(
+        np.c_[CAO_LANH[0] + 0.01 * np.cos(angles), CAO_LANH[1] + 0.01 * np.sin(angles)]
+    )
+    assert shapely.get_num_coordinates(circle) == vertices
+    features = [
+        ({"code": "1", "name": "A"}, square(105.6, 10.4, 0.01)),
+        ({"code": "2", "name": "B"}, circle),
+    ]
+    if not refused:
+        assert len(read_geojson(features, max_vertices=limit).features) == 2
+        return
+    with pytest.raises(InputFileError) as caught:
+        read_geojson(features, max_vertices=limit)
+    assert caught.value.code == "geometry_too_complex"
+    assert caught.value.detail == {"code": "2", "vertices": vertices, "limit": limit}
+
+
 def test_csv_target_invalid() -> None:
     data = "ma_ap;ten_ap;so_ho\n29866-01;Khóm 1;mười\n".encode()
     with pytest.raises(InputFileError) as caught:

@@ -809,6 +809,34 @@ def test_canonical_json_is_compact_utf8() -> None:
     assert canonical_json({"b": [1, None], "a": "Đường"}) == '{"a":"Đường","b":[1,null]}'.encode()
 
 
+def _nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value, "a": [2.5, None, "Đ"]}
+    return value
+
+
+@pytest.mark.parametrize("depth", [200, 300, 1000])
+def test_canonical_json_of_items_nested_past_orjsons_writing_limit(depth: int) -> None:
+    # orjson reads 1,024 levels but writes only 255: the identity must exist at any depth,
+    # be the bytes orjson writes where it can, and be parseable.
+    deep = orjson.loads(orjson.dumps(_nested(200)))  # as intake receives it
+    assert geo.validation._canonical_deep(deep) == orjson.dumps(deep, option=orjson.OPT_SORT_KEYS)
+    text = canonical_json(_nested(depth))
+    assert text.count(b"[") == depth and canonical_json(orjson.loads(text)) == text
+    assert canonical_json(_nested(depth, leaf=2)) != text
+
+
+def test_payload_diff_of_deeply_nested_values_stays_shallow() -> None:
+    before, after = {"note": _nested(1000)}, {"note": _nested(1000, leaf=2)}
+    (difference,) = payload_diff(before, after)
+    assert difference["change"] == "changed" and difference["path"].startswith("note")
+    shown = orjson.dumps(difference["before"])  # too deep to echo: the deep end is JSON text
+    assert b'"{\\"a\\":' in shown or b'"[' in shown
+    orjson.dumps({"results": [{"issues": [{"detail": {"differences": [difference]}}]}]})
+    assert payload_diff(before, {"note": _nested(1000)}) == []
+
+
 def test_payload_sha256_changes_with_any_value() -> None:
     digest = payload_sha256(EXAMPLE)
     assert len(digest) == 64 and int(digest, 16) >= 0

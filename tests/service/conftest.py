@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import accounts
 from service.app import create_app
+from service.models import Base
 from service.settings import Settings
 
 
@@ -72,6 +73,11 @@ def count_rows(session: Session, model: Any) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def table_counts(session: Session) -> dict[str, int]:
+    """Rows of every table of the schema, by table name (fresh read)."""
+    return {table.name: count_rows(session, table) for table in Base.metadata.sorted_tables}
+
+
 # Two communes side by side near Cao Lãnh; 98001 split into two hamlet polygons, 98002 has a
 # hamlet without polygon and no postcode.
 C1 = shapely.box(105.60, 10.40, 105.62, 10.42)
@@ -83,6 +89,11 @@ H2 = shapely.box(105.61, 10.40, 105.62, 10.42)
 @pytest.fixture
 def area(client: TestClient, admin_headers: dict[str, str]) -> None:
     """Province 98, communes 98001/98002, hamlets, and teams A (98001) and B (98002-01)."""
+    load_area(client, admin_headers)
+
+
+def load_area(client: TestClient, admin_headers: dict[str, str]) -> None:
+    """Import the test area and create teams A and B through the API (see ``area``)."""
     from tests.service.test_units_import import _fc, _feature, post_import
 
     form = {"code_field": "code", "name_field": "name"}

@@ -22,10 +22,10 @@ from service.models import AuditEvent, Team, User
 from service.routers import capture
 from service.security import hash_token
 from service.settings import Settings
-from tests.service.conftest import count_rows
+from tests.service.conftest import count_rows, table_counts
 
 ROLES = ("surveyor", "reviewer", "admin", "postal")
-PUBLIC = {"/healthz", "/readyz", *capture.PUBLIC_PATHS}
+PUBLIC = {"/healthz", "/readyz", "/metrics", *capture.PUBLIC_PATHS}
 
 
 def _guarded_routes(settings: Settings) -> list[tuple[str, str, frozenset[str]]]:
@@ -69,28 +69,47 @@ def test_each_route_refuses_roles_that_must_not_use_it(
     db.add(Team(name="t"))
     db.commit()
     tokens = {role: make_token(role, team="t") for role in ROLES}
+    before = table_counts(db)
     for method, path, allowed in _guarded_routes(settings):
         for role in set(ROLES) - allowed:
             headers = {"Authorization": f"Bearer {tokens[role]}"}
             response = client.request(method, _concrete(path, tokens[role]), headers=headers)
             assert response.status_code == 403, (method, path, role, response.text)
             assert _error_code(response) in ("forbidden", None)
+    assert table_counts(db) == before  # a refusal stores nothing, not even a raw batch
 
 
 @pytest.mark.parametrize(
     ("header", "why"),
-    [(None, "missing"), ("Bearer dcs_not-a-real-token", "unknown"), ("Basic abc", "scheme")],
+    [
+        (None, "missing"),
+        ("Bearer dcs_not-a-real-token", "unknown"),
+        ("Basic abc", "scheme"),
+        ("Bearer <revoked>", "revoked"),
+    ],
 )
 def test_every_route_needs_a_valid_token(
-    client: TestClient, settings: Settings, header: str | None, why: str
+    client: TestClient,
+    settings: Settings,
+    make_token: Callable[..., str],
+    db: Session,
+    header: str | None,
+    why: str,
 ) -> None:
+    if header == "Bearer <revoked>":
+        token = make_token("reviewer")
+        accounts.revoke_token(db, db.scalars(select(User.id)).one(), actor=None)
+        db.commit()
+        header = f"Bearer {token}"
     headers = {"Authorization": header} if header else {}
+    before = table_counts(db)
     for method, path, _ in _guarded_routes(settings):
         path_token = header.split()[-1] if header else "1"
         response = client.request(method, _concrete(path, path_token), headers=headers)
         assert response.status_code == 401, (method, path, why)
         assert _error_code(response) in ("unauthenticated", None)
         assert response.headers["www-authenticate"] == "Bearer"
+    assert table_counts(db) == before
 
 
 def test_create_user_returns_token_once_and_stores_only_its_hash(

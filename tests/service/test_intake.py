@@ -579,3 +579,20 @@ def test_a_nul_inside_an_unknown_key_is_rejected_not_a_500(
     first, second = response.json()["results"]
     assert first["status"] == "rejected" and second["status"] == "accepted"
     assert "\u0000" not in response.text
+
+
+def test_every_intake_row_carries_its_province(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    # The distribution key of a province-sharded database (docs/scaling.md).
+    result = one(client, surveyor, item())
+    assert result["status"] == "accepted"
+    rows = db.execute(
+        text(
+            "SELECT s.province_code, h.province_code, v.province_code, b.province_code "
+            "FROM submissions s JOIN households h ON h.id = s.household_id "
+            "JOIN household_versions v ON v.household_id = h.id "
+            "JOIN intake_batches b ON b.id = s.batch_id"
+        )
+    ).all()
+    assert rows == [("98", "98", "98", "98")]

@@ -85,3 +85,66 @@ def test_a_code_names_one_unit_at_a_time(db_url: URL) -> None:
     else:
         raise AssertionError("overlapping validity was allowed")
     engine.dispose()
+
+
+#: Tables distributed by province on Citus (docs/scaling.md); the rest are reference tables.
+LARGE = (
+    "households",
+    "household_versions",
+    "submissions",
+    "intake_batches",
+    "duplicate_candidates",
+    "address_codes",
+)
+#: Unique indexes on the large tables without province_code: Citus could not enforce them.
+#: docs/scaling.md says how each becomes per-province; a new one must be added there too.
+GLOBAL_UNIQUES = {
+    "households_pkey",
+    "households_national_code_key",
+    "household_versions_pkey",
+    "submissions_pkey",
+    "submissions_client_id_key",
+    "intake_batches_pkey",
+    "duplicate_candidates_pkey",
+    "duplicate_candidates_household_a_household_b_key",
+    "address_codes_pkey",
+    "address_codes_code_key",
+    "address_codes_cell_sub_index_key",
+    "address_codes_one_active_idx",
+}
+
+
+def test_large_tables_carry_the_province_and_every_global_unique_is_known(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        with_province = conn.execute(
+            text(
+                "SELECT table_name FROM information_schema.columns "
+                "WHERE column_name = 'province_code' AND table_name = ANY(:tables)"
+            ),
+            {"tables": list(LARGE)},
+        ).scalars()
+        assert set(with_province) == set(LARGE)
+        uniques = conn.execute(
+            text(
+                "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                "JOIN pg_class t ON t.oid = x.indrelid WHERE x.indisunique "
+                "AND t.relname = ANY(:tables) AND NOT EXISTS (SELECT 1 FROM pg_attribute a "
+                "WHERE a.attrelid = t.oid AND a.attnum = ANY(x.indkey) "
+                "AND a.attname = 'province_code')"
+            ),
+            {"tables": list(LARGE)},
+        ).scalars()
+        assert set(uniques) == GLOBAL_UNIQUES
+    engine.dispose()
+
+
+def test_the_review_queue_is_an_index_count(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))
+        plan = conn.execute(
+            text("EXPLAIN SELECT count(*) FROM households WHERE status = 'flagged'")
+        ).scalars()
+        assert "households_flagged_idx" in "\n".join(plan)
+    engine.dispose()
