@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Even with an ``update``, the value is read in full at least this often (seconds).
 FULL_READ_S = 300.0
+#: A caller that accepts values up to ``max_stale_s`` old gets one younger than this share of
+#: it without any check; an older one is checked, and refreshed in the background when stale.
+#: So a busy service refreshes each cache about once per ``max_stale_s * FRESH_SHARE``.
+FRESH_SHARE = 1 / 3
 
 _STATE = """
 SELECT (SELECT rev FROM admin_units_rev),
@@ -77,9 +81,15 @@ class SnapshotCache(Generic[T]):
         """The current value; a stale one read less than ``max_stale_s`` ago (then refreshed
         in the background) when the caller can live with that; else read again now."""
         entry = self._entry
+        age = time.monotonic() - entry.loaded_at if entry is not None else 0.0
+        if entry is not None and age < max_stale_s * FRESH_SHARE:
+            # Young enough for a caller that accepts staleness: not even checked. Under
+            # continuous intake the check always fails, and refreshing on every request kept
+            # each worker re-reading province-wide aggregates back to back.
+            return entry.value
         if entry is not None and _is_current(session, entry):
             return entry.value
-        if entry is not None and time.monotonic() - entry.loaded_at <= max_stale_s:
+        if entry is not None and age <= max_stale_s:
             self._refresh_in_background(database)
             return entry.value
         with self._lock:
