@@ -32,7 +32,7 @@ FULL_READ_S = 300.0
 #: A caller that accepts values up to ``max_stale_s`` old gets one younger than this share of
 #: it without any check; an older one is checked, and refreshed in the background when stale.
 #: So a busy service refreshes each cache about once per ``max_stale_s * FRESH_SHARE``.
-FRESH_SHARE = 1 / 3
+FRESH_SHARE = 2 / 3
 
 _STATE = """
 SELECT (SELECT rev FROM admin_units_rev),
@@ -78,8 +78,9 @@ class SnapshotCache(Generic[T]):
         self._refreshing = False
 
     def get(self, database: Database, session: Session, *, max_stale_s: float = 0.0) -> T:
-        """The current value; a stale one read less than ``max_stale_s`` ago (then refreshed
-        in the background) when the caller can live with that; else read again now."""
+        """The current value; when the caller accepts ``max_stale_s``, one read less than that
+        ago (unchecked while younger than ``FRESH_SHARE`` of it; else checked, and refreshed in
+        the background if stale); else read again now."""
         entry = self._entry
         age = time.monotonic() - entry.loaded_at if entry is not None else 0.0
         if entry is not None and age < max_stale_s * FRESH_SHARE:
