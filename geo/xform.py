@@ -148,20 +148,26 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _leaves(element: Element, prefix: str = "") -> dict[str, str | None]:
+def _leaves(element: Element) -> dict[str, str | None]:
     """Text of every leaf element by its path of local names (``household/phone``); the first
-    of repeated names wins, and an empty element is None."""
+    of repeated names wins (in document order), and an empty element is None.
+
+    Walked with a stack, not recursion: a body of a few kilobytes can nest thousands deep.
+    """
     out: dict[str, str | None] = {}
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue  # comments and processing instructions
-        path = prefix + _local(child.tag)
-        if len(child):
-            for key, value in _leaves(child, path + "/").items():
-                out.setdefault(key, value)
+    stack = _children(element, "")
+    while stack:  # depth first, in document order: the stack holds siblings reversed
+        node, path = stack.pop()
+        if len(node):
+            stack += _children(node, path + "/")
         else:
-            out.setdefault(path, child.text or None)
+            out.setdefault(path, node.text or None)
     return out
+
+
+def _children(element: Element, prefix: str) -> list[tuple[Element, str]]:
+    """The element children (no comments or PIs) with their paths, last first."""
+    return [(c, prefix + _local(c.tag)) for c in reversed(element) if isinstance(c.tag, str)]
 
 
 def _item_id(instance_id: str | None) -> str:

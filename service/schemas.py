@@ -15,13 +15,21 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 
 def holds_nul(value: Any) -> bool:
-    """True when any text in ``value`` (keys too, at any depth) contains U+0000."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(holds_nul(item) for item in value)
+    """True when any text in ``value`` (keys too, at any depth) contains U+0000.
+
+    Walked with a stack: the JSON parser accepts bodies nested far deeper than recursion goes.
+    """
+    stack = [value]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, str):
+            if "\x00" in top:
+                return True
+        elif isinstance(top, dict):
+            stack += top.keys()
+            stack += top.values()
+        elif isinstance(top, list | tuple):
+            stack += top
     return False
 
 

@@ -170,6 +170,13 @@ BODIES = [
                  id="deep-object"),
     pytest.param("POST", "/api/v1/submissions", "surveyor", DEEP_ARRAY, JSON, 400,
                  "json_invalid", id="batch-deep-array"),
+    # Deep enough to defeat recursion, shallow enough for the JSON parser.
+    pytest.param("POST", "/api/v1/reviews/1", "reviewer",
+                 b'{"action": "accept", "reason": ' + b"[" * 900 + b"]" * 900 + b"}", JSON, 422,
+                 "request_invalid", id="deep-review-reason"),
+    pytest.param("POST", "/api/v1/teams", "admin",
+                 b'{"name": "T", "units": ' + b"[" * 500 + b"]" * 500 + b"}", JSON, 422,
+                 "request_invalid", id="deep-team-units"),
     pytest.param("POST", "/api/v1/submissions", "surveyor",
                  b'{"submissions": [' + DEEP_OBJECT + b"]}", JSON, 400, "json_invalid",
                  id="batch-deep-item"),

@@ -370,6 +370,21 @@ def test_without_the_capture_stamp_the_finalising_time_counts(
     assert stored.captured_at == datetime.fromisoformat(values["end"] or "")
 
 
+def test_an_instance_nested_deeper_than_recursion_goes_is_still_read(
+    client: TestClient, app_token: str, db: Session
+) -> None:
+    """A few kilobytes of nesting after the answers: the walk must not recurse (a 500 before)."""
+    _, form_xml = served_form(client, app_token)
+    xml = collect_instance(form_xml, household_values(), instance_id=f"uuid:{uuid.uuid4()}")
+    response = submit(
+        client, app_token, xml.replace(b"</data>", b"<a>" * 5000 + b"</a>" * 5000 + b"</data>")
+    )
+    assert response.status_code == 201, response.text
+    _, result, _ = openrosa_response(response)
+    assert result is not None and result.get("status") == "accepted"
+    assert rows(db) == (1, 1, 1)
+
+
 # --- bad requests store nothing ---------------------------------------------------------------
 
 
