@@ -82,6 +82,17 @@ def world_xy(lon: float, lat: float) -> tuple[float, float]:
     return (lon + 180) / 360, y
 
 
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    """``(z, x, y)`` of the XYZ tile holding a WGS84 point.
+
+    >>> tile_of(105.6, 10.4, 12)
+    (12, 3249, 1929)
+    """
+    wx, wy = world_xy(lon, lat)
+    side = 1 << z
+    return z, min(int(wx * side), side - 1), min(int(wy * side), side - 1)
+
+
 def mercator_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
     """``(xmin, ymin, xmax, ymax)`` of a tile in EPSG:3857 metres (what ST_TileEnvelope gives).
 
@@ -115,6 +126,37 @@ class Cells:
         none = np.zeros(0, dtype=np.int64)
         no_sums = np.zeros(0, dtype=np.float64)
         return cls(none, none, np.zeros((0, len(statuses)), np.int64), no_sums, no_sums, statuses)
+
+
+def count_cells(
+    lon: FloatArray, lat: FloatArray, status: IntArray, statuses: tuple[str, ...]
+) -> Cells:
+    """Households (WGS84 points, ``status`` an index into ``statuses``) counted per cell.
+
+    >>> cells = count_cells(np.array([105.0, 105.0, -10.0]), np.array([10.0, 10.0, 0.0]),
+    ...                     np.array([0, 1, 0]), ("accepted", "flagged"))
+    >>> cells.counts.tolist(), len(cells.cx)
+    ([[1, 0], [1, 1]], 2)
+    """
+    if not len(lon):
+        return Cells.empty(statuses)
+    wx = (lon + 180.0) / 360.0
+    wy = (1.0 - np.arcsinh(np.tan(np.radians(lat))) / math.pi) / 2.0
+    side = 1 << CELL_LEVEL
+    cx = np.clip(np.floor(wx * side), 0, side - 1).astype(np.int64)
+    cy = np.clip(np.floor(wy * side), 0, side - 1).astype(np.int64)
+    keys, group = np.unique(cx * side + cy, return_inverse=True)
+    n = len(keys)
+    counts = np.zeros((n, len(statuses)), np.int64)
+    np.add.at(counts, (group, status), 1)
+    return Cells(
+        cx=keys // side,
+        cy=keys % side,
+        counts=counts,
+        sum_x=np.bincount(group, weights=wx, minlength=n).astype(np.float64, copy=False),
+        sum_y=np.bincount(group, weights=wy, minlength=n).astype(np.float64, copy=False),
+        statuses=statuses,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,10 +37,12 @@ from geo.tiles import (
     Cells,
     Clusters,
     clusters,
+    count_cells,
     mercator_bounds,
 )
 from service.coverage import UnitCoverage
 from service.db import Database
+from service.pgcopy import fetch_records, record_dtype
 from service.snapshots import SnapshotCache
 
 log = logging.getLogger(__name__)
@@ -181,14 +183,13 @@ _SQL_CLUSTERS_TILE = _mvt(
     """,
 )
 
-_CELLS = f"""
-SELECT floor(wx * 2 ^ :level)::bigint, floor(wy * 2 ^ :level)::bigint,
-       count(*) FILTER (WHERE status = 'accepted'), count(*) FILTER (WHERE status = 'flagged'),
-       count(*) FILTER (WHERE status = 'rejected'), sum(wx), sum(wy)
-FROM (SELECT h.status, {_WORLD_X} AS wx, {_WORLD_Y} AS wy
-      FROM households h WHERE h.status = ANY(:statuses)) p
-GROUP BY 1, 2
+# Households by status index (into the bound ``statuses``) and position, for the cells.
+_CELL_POINTS = """
+SELECT (array_position(CAST(%(statuses)s AS text[]), CAST(h.status AS text)) - 1)::int4,
+       ST_X(h.geom), ST_Y(h.geom)
+FROM households h WHERE h.status = ANY(%(statuses)s) AND h.geom IS NOT NULL
 """
+_CELL_POINT_DTYPE = record_dtype((("status", ">i4"), ("lon", ">f8"), ("lat", ">f8")))
 
 # The outline of a hamlet without polygon: the convex hull of its live households, widened a
 # little so its edge households lie inside. Buffered in 3857, where a metre on the ground is
@@ -230,18 +231,15 @@ def load_drafts(session: Session) -> list[Draft]:
 
 
 def load_cells(session: Session) -> Cells:
-    """Households per quadtree cell of CELL_LEVEL, by status."""
-    rows = session.execute(text(_CELLS), {"level": CELL_LEVEL, "statuses": list(STATUSES)}).all()
-    if not rows:
-        return Cells.empty(STATUSES)
-    data = np.array(rows, dtype=np.float64)
-    return Cells(
-        cx=data[:, 0].astype(np.int64),
-        cy=data[:, 1].astype(np.int64),
-        counts=data[:, 2:5].astype(np.int64),
-        sum_x=data[:, 5],
-        sum_y=data[:, 6],
-        statuses=STATUSES,
+    """Households per quadtree cell of CELL_LEVEL, by status: the points read with binary
+    COPY and counted in numpy (450,000 households: a fraction of a second; a GROUP BY in
+    PostgreSQL plus fetching its rows took 5 s)."""
+    points = fetch_records(session, _CELL_POINTS, {"statuses": list(STATUSES)}, _CELL_POINT_DTYPE)
+    return count_cells(
+        points["lon"].astype(np.float64),
+        points["lat"].astype(np.float64),
+        points["status"].astype(np.int64),
+        STATUSES,
     )
 
 
@@ -268,7 +266,6 @@ class TileRequest:
     z: int
     x: int
     y: int
-    level: str | None = None
     area: tuple[str, ...] | None = None
 
 
@@ -288,7 +285,6 @@ def units_tile(
     units = caches.coverage.get(database, session, max_stale_s=caches.max_stale_s)
     codes = [*polygons, *(d.code for d in drafts)]
     values = _unit_values(units, codes)
-    session.execute(text("SET LOCAL jit = off"))
     mvt = session.execute(
         text(_UNITS_TILE),
         {
@@ -356,7 +352,6 @@ def households_tile(
         "area": list(tile.area or ()),
     }
     area = _area_filter(tile.area)
-    session.execute(text("SET LOCAL jit = off"))
     if tile.z >= POINTS_MIN_ZOOM:
         found = session.execute(
             text(_POINTS_IN_TILE.format(box=_SEARCH_BOX, area=area)),

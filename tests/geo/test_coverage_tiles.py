@@ -114,3 +114,33 @@ def test_clusters_add_up_every_cell_of_the_tile_and_nothing_else() -> None:
     assert ((found.px >= 0) & (found.px <= 4096) & (found.py >= 0) & (found.py <= 4096)).all()
     assert found.counts.sum() == clusters(cells, z, x, y, grid=1).counts.sum()
     assert len(clusters(cells, z, x + 50, y)) == 0
+
+
+def test_cells_count_each_household_once_in_the_cell_holding_it() -> None:
+    rng = np.random.default_rng(7)
+    lon = rng.uniform(105.0, 105.2, 2000)
+    lat = rng.uniform(10.0, 10.2, 2000)
+    status = rng.integers(0, 3, 2000)
+    cells = geo.tiles.count_cells(lon, lat, status, ("accepted", "flagged", "rejected"))
+    expected: dict[tuple[int, int], list[int]] = {}
+    for x, y, s in zip(lon, lat, status, strict=True):
+        wx, wy = world_xy(float(x), float(y))
+        key = (int(wx * 2**CELL_LEVEL), int(wy * 2**CELL_LEVEL))
+        expected.setdefault(key, [0, 0, 0])[int(s)] += 1
+    got = {
+        (int(x), int(y)): row.tolist()
+        for x, y, row in zip(cells.cx, cells.cy, cells.counts, strict=True)
+    }
+    assert got == expected
+    assert cells.counts.sum() == 2000
+    # The sums put a one-household cell's mean exactly on the household.
+    single = cells.counts.sum(axis=1) == 1
+    assert single.any()
+    wx = (lon + 180) / 360
+    assert set(np.round(cells.sum_x[single], 12)) <= set(np.round(wx, 12))
+
+
+def test_no_households_make_no_cells() -> None:
+    empty = np.zeros(0)
+    cells = geo.tiles.count_cells(empty, empty, np.zeros(0, np.int64), ("accepted",))
+    assert len(cells.cx) == 0 and cells.counts.shape == (0, 1)
