@@ -13,7 +13,6 @@ ratios. Loopback only.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import time
 from typing import Any
@@ -34,7 +33,7 @@ from benchlib import (
     user_token,
 )
 
-from geo.tiles import EXTENT, GRID, units_level
+from geo.tiles import EXTENT, GRID, tile_of, units_level
 from service import tiles
 
 ZOOMS = range(8, 18)
@@ -64,13 +63,6 @@ def parse_args() -> argparse.Namespace:
     if args.n < 1 or args.points < 1 or args.repeats < 1:
         parser.error("--n, --points and --repeats must be positive")
     return args
-
-
-def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
-    """The XYZ tile holding a point."""
-    n = 1 << z
-    y = (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2
-    return z, int((lon + 180) / 360 * n), int(y * n)
 
 
 def fixed_tiles(url: str, points: int) -> list[tuple[str, int, int, int]]:

@@ -49,6 +49,7 @@ from benchlib import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from geo.demo import DemoProvince
+from geo.tiles import tile_of
 
 #: Targets of issue 8.
 TARGET_P95_MS = 300.0
@@ -170,7 +171,7 @@ async def viewer(
     headers = {"Authorization": f"Bearer {token}"}
     while time.monotonic() < end:
         z = random.randint(10, 16)
-        x, y = _tile(random.uniform(bbox[0], bbox[2]), random.uniform(bbox[1], bbox[3]), z)
+        _, x, y = tile_of(random.uniform(bbox[0], bbox[2]), random.uniform(bbox[1], bbox[3]), z)
         for layer in ("units", "households"):
             for dx, dy in ((0, 0), (1, 0), (0, 1)):
                 started = time.perf_counter()
@@ -186,14 +187,6 @@ async def viewer(
 async def _pause(seconds: float, end: float) -> None:
     """Think, but not past the end of the run."""
     await asyncio.sleep(max(0.0, min(seconds, end - time.monotonic())))
-
-
-def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    """The XYZ (Web Mercator) tile holding a point."""
-    n = 2**z
-    x = int((lon + 180.0) / 360.0 * n)
-    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
-    return x, y
 
 
 # --- the run ------------------------------------------------------------------------------

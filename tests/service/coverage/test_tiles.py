@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import mapbox_vector_tile
@@ -11,18 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from geo.tiles import tile_of
 from service.app import create_app
 from service.settings import Settings
 from tests.service.coverage.conftest import Campaign, coverage
 
 MVT = "application/vnd.mapbox-vector-tile"
-
-
-def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
-    """The XYZ tile holding a point."""
-    n = 1 << z
-    y = (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2
-    return z, int((lon + 180) / 360 * n), int(y * n)
 
 
 def get_tile(
