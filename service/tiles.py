@@ -129,21 +129,28 @@ _UNITS_TILE = _mvt(
     """,
 )
 
-_POINTS_IN_TILE = """
-SELECT count(*) FROM (
-    SELECT 1 FROM households h
-    WHERE h.geom && {box} AND h.status = ANY(:statuses) AND {area} LIMIT :cap
-) found
-"""
+# World coordinates of a household (see geo.tiles): x = (lon + 180) / 360,
+# y = (1 - asinh(tan(lat)) / pi) / 2. Tile coordinates are their affine image.
+_WORLD_X = "(ST_X(h.geom) + 180) / 360"
+_WORLD_Y = "(1 - asinh(tan(radians(ST_Y(h.geom)))) / pi()) / 2"
 
-_POINTS_TILE = _mvt(
+# Households as points, at most :cap of them (one over POINTS_MAX: too many, draw clusters).
+# Tile coordinates are computed as for clusters, not with ST_Transform and ST_AsMVTGeom: for
+# points the search box already is the clip, and this took a third less per dense tile.
+_POINT_FEATURES = _mvt(
     "households",
-    f"""
-    SELECT h.id, h.status, h.address_code AS code, {_mvt_geom("ST_Transform(h.geom, 3857)")} AS g
-    FROM households h WHERE h.geom && {_SEARCH_BOX} AND h.status = ANY(:statuses) AND {{area}}
-    """,
+    f"SELECT h.id, h.status, h.code, ST_MakePoint(round(({_WORLD_X} * 2 ^ :z - :x) * :extent), "
+    f"round(({_WORLD_Y} * 2 ^ :z - :y) * :extent)) AS g FROM h",
     id_column="id",
 )
+_POINTS_TILE = f"""
+WITH h AS MATERIALIZED (
+    SELECT h.id, h.status, h.address_code AS code, h.geom FROM households h
+    WHERE h.geom && {_SEARCH_BOX} AND h.status = ANY(:statuses) AND {{area}} LIMIT :cap
+)
+SELECT (SELECT count(*) FROM h),
+       CASE WHEN (SELECT count(*) FROM h) < :cap THEN ({_POINT_FEATURES}) END
+"""
 
 _CLUSTER_COLUMNS = (
     ("px", "int"),
@@ -159,11 +166,6 @@ _CLUSTERS_TILE = _mvt(
     f"SELECT ST_MakePoint(c.px, c.py) AS g, c.count, c.accepted, c.flagged, c.rejected "
     f"FROM {_unnest(_CLUSTER_COLUMNS)}",
 )
-
-# World coordinates of a household (see geo.tiles): x = (lon + 180) / 360,
-# y = (1 - asinh(tan(lat)) / pi) / 2. Tile coordinates are their affine image.
-_WORLD_X = "(ST_X(h.geom) + 180) / 360"
-_WORLD_Y = "(1 - asinh(tan(radians(ST_Y(h.geom)))) / pi()) / 2"
 
 # Clusters straight from the table (a surveyor's area, or beyond the cells' resolution): the
 # tile's households on a GRID × GRID lattice in tile coordinates, at their mean position.
@@ -353,12 +355,11 @@ def households_tile(
     }
     area = _area_filter(tile.area)
     if tile.z >= POINTS_MIN_ZOOM:
-        found = session.execute(
-            text(_POINTS_IN_TILE.format(box=_SEARCH_BOX, area=area)),
-            {**params, "cap": POINTS_MAX + 1},
-        ).scalar_one()
+        found, mvt = session.execute(
+            text(_POINTS_TILE.format(area=area)), {**params, "cap": POINTS_MAX + 1}
+        ).one()
         if found <= POINTS_MAX:
-            return _scalar_bytes(session, _POINTS_TILE.format(area=area), params)
+            return bytes(mvt or b"")
     if tile.area is not None or tile.z > CELL_LEVEL:
         cell = EXTENT / GRID
         return _scalar_bytes(

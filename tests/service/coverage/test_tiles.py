@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geo.tiles import tile_of
+from geo.tiles import tile_of, world_xy
 from service.app import create_app
 from service.settings import Settings
 from tests.service.coverage.conftest import Campaign, coverage
@@ -88,6 +88,22 @@ def test_households_tiles_have_status_and_code_only_at_high_zoom(
         {"z": z, "x": x, "y": y},
     ).all()
     assert {(f["id"], f["properties"]["status"]) for f in points} == {tuple(r) for r in in_tile}
+    # Each point is where its household is, in tile coordinates (y down from the top edge).
+    raw = mapbox_vector_tile.decode(
+        get_tile(client, campaign.reviewer, "households", zxy).content,
+        default_options={"y_coord_down": True},
+    )["households"]["features"]
+    places = dict(
+        db.execute(
+            text("SELECT id, ARRAY[ST_X(geom), ST_Y(geom)] FROM households WHERE id = ANY(:ids)"),
+            {"ids": [f["id"] for f in raw]},
+        ).all()
+    )
+    for feature in raw:
+        wx, wy = world_xy(*places[feature["id"]])
+        expected = ((wx * 2**z - x) * 4096, (wy * 2**z - y) * 4096)
+        got = feature["geometry"]["coordinates"]
+        assert abs(got[0] - expected[0]) <= 0.5 and abs(got[1] - expected[1]) <= 0.5
     coded = [f for f in points if f["properties"]["status"] == "accepted"]
     assert coded and all(f["properties"]["code"].startswith("98101") for f in coded)
 
