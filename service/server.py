@@ -10,13 +10,14 @@ socket of its own and the kernel spreads new connections across them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -41,7 +42,6 @@ class ServeOptions:
     log_level: str
     log_format: str
     forwarded_allow_ips: str
-    uvicorn: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> Config:
         """The uvicorn configuration of one worker."""
@@ -54,7 +54,6 @@ class ServeOptions:
             proxy_headers=True,
             forwarded_allow_ips=self.forwarded_allow_ips,
             backlog=BACKLOG,
-            **self.uvicorn,
         )
 
 
@@ -67,18 +66,7 @@ def serve(options: ServeOptions, *, workers: int) -> None:
     # the kernel hands connections only to listening members of the group.
     with _reuseport_socket(options.host, options.port) as holder:
         port = holder.getsockname()[1]
-        _Supervisor(_with_port(options, port), workers).run()
-
-
-def _with_port(options: ServeOptions, port: int) -> ServeOptions:
-    return ServeOptions(
-        options.host,
-        port,
-        options.log_level,
-        options.log_format,
-        options.forwarded_allow_ips,
-        options.uvicorn,
-    )
+        _Supervisor(dataclasses.replace(options, port=port), workers).run()
 
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
