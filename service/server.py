@@ -87,8 +87,9 @@ def _worker(options: ServeOptions) -> None:
 
     configure_logging(level=options.log_level, fmt=options.log_format)
     try:
+        # Not listening yet: the event loop listens once the app has started, so until then
+        # the kernel sends this worker no connections to hold or reset.
         sock = _reuseport_socket(options.host, options.port)
-        sock.listen(BACKLOG)
         server = _WorkerServer(options.config())
     except Exception:
         log.exception("worker %s could not start", os.getpid())
