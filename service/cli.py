@@ -94,8 +94,12 @@ def serve(
     )
     # The embedded cluster (if any) stays up while the workers use it; with several workers,
     # their metrics meet in a shared directory (service/metrics.py).
-    with _database(settings), metrics.shared_directory(workers):
-        server.serve(options, workers=workers)
+    try:
+        with _database(settings), metrics.shared_directory(workers):
+            server.serve(options, workers=workers)
+    except server.StartupFailure as exc:  # the workers logged why
+        typer.echo(f"{exc}; see the log above", err=True)
+        raise typer.Exit(3) from None
 
 
 @app.command(name="migrate")

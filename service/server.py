@@ -10,13 +10,15 @@ socket of its own and the kernel spreads new connections across them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -30,6 +32,16 @@ BACKLOG = 2048
 #: A worker that exits with this code could not start (bad app, bad settings): no restart.
 _STARTUP_FAILURE = 3
 _STOP_TIMEOUT_S = 30.0
+#: A worker that crashed is restarted after a delay that doubles from the first to the
+#: last, so a crash loop costs little CPU; once a worker has run steadily the delay resets.
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_LAST_S = 10.0
+_STEADY_AFTER_S = 30.0
+_POLL_S = 0.25
+
+
+class StartupFailure(RuntimeError):
+    """The server could not start: no worker got as far as serving."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,6 @@ class ServeOptions:
     log_level: str
     log_format: str
     forwarded_allow_ips: str
-    uvicorn: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> Config:
         """The uvicorn configuration of one worker."""
@@ -54,31 +65,25 @@ class ServeOptions:
             proxy_headers=True,
             forwarded_allow_ips=self.forwarded_allow_ips,
             backlog=BACKLOG,
-            **self.uvicorn,
         )
 
 
 def serve(options: ServeOptions, *, workers: int) -> None:
-    """Serve until SIGINT/SIGTERM: in this process, or in ``workers`` child processes."""
+    """Serve until SIGINT/SIGTERM: in this process, or in ``workers`` child processes.
+
+    Raises
+    ------
+    StartupFailure
+        The app did not start (in one process), or no worker did (with several).
+    """
     if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
-        Server(options.config()).run()
+        _run(Server(options.config()))
         return
     # Bound but not listening: holds the port (and resolves port 0) for the workers' sockets;
     # the kernel hands connections only to listening members of the group.
     with _reuseport_socket(options.host, options.port) as holder:
         port = holder.getsockname()[1]
-        _Supervisor(_with_port(options, port), workers).run()
-
-
-def _with_port(options: ServeOptions, port: int) -> ServeOptions:
-    return ServeOptions(
-        options.host,
-        port,
-        options.log_level,
-        options.log_format,
-        options.forwarded_allow_ips,
-        options.uvicorn,
-    )
+        _Supervisor(dataclasses.replace(options, port=port), workers).run()
 
 
 def _reuseport_socket(host: str, port: int) -> socket.socket:
@@ -93,21 +98,48 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _run(server: Server, *, sockets: list[socket.socket] | None = None) -> None:
+    """Run a uvicorn server until it stops.
+
+    Raises
+    ------
+    StartupFailure
+        Something stopped it before it served: the app factory raising (uvicorn lets that
+        through), or uvicorn's own ``sys.exit`` when the app does not load or its lifespan
+        startup fails.
+    """
+    try:
+        server.run(sockets=sockets)
+    except (Exception, SystemExit) as exc:
+        if server.started:
+            raise
+        if not isinstance(exc, SystemExit):  # uvicorn logs before its sys.exit
+            log.exception("process %s: the server could not start", os.getpid())
+        raise StartupFailure("the server could not start") from None
+    if not server.started:
+        raise StartupFailure("the server could not start")
+
+
 def _worker(options: ServeOptions) -> None:
-    """A child process: its own listening socket on the shared port, one uvicorn server."""
+    """A child process: its own listening socket on the shared port, one uvicorn server.
+
+    A worker that could not start exits with ``_STARTUP_FAILURE``, which the supervisor does
+    not restart: the next attempt would fail the same way. A crash after that exits non-zero
+    with the traceback, and the supervisor replaces the worker.
+    """
     from service.logs import configure_logging
 
     configure_logging(level=options.log_level, fmt=options.log_format)
     try:
+        # Not listening yet: the event loop listens once the app has started, so until then
+        # the kernel sends this worker no connections to hold or reset.
         sock = _reuseport_socket(options.host, options.port)
-        sock.listen(BACKLOG)
-        server = _WorkerServer(options.config())
+        _run(_WorkerServer(options.config()), sockets=[sock])
+    except StartupFailure:
+        raise SystemExit(_STARTUP_FAILURE) from None
     except Exception:
         log.exception("worker %s could not start", os.getpid())
         raise SystemExit(_STARTUP_FAILURE) from None
-    server.run(sockets=[sock])
-    if not server.started:
-        raise SystemExit(_STARTUP_FAILURE)
 
 
 class _WorkerServer(Server):
@@ -121,49 +153,93 @@ class _WorkerServer(Server):
         super().handle_exit(sig, frame)
 
 
+def restart_delay_s(*, previous_s: float, ran_s: float) -> float:
+    """How long to wait before replacing a worker that ran ``ran_s`` and then died.
+
+    ``previous_s`` is the delay before this worker started (0 for the first of its slot).
+
+    >>> restart_delay_s(previous_s=0.0, ran_s=1.0)
+    0.5
+    >>> restart_delay_s(previous_s=8.0, ran_s=1.0)
+    10.0
+    >>> restart_delay_s(previous_s=10.0, ran_s=3600.0)
+    0.5
+    """
+    if previous_s <= 0 or ran_s >= _STEADY_AFTER_S:
+        return _BACKOFF_FIRST_S
+    return min(previous_s * 2, _BACKOFF_LAST_S)
+
+
+@dataclass
+class _Slot:
+    """One worker's place: its current process (None while it waits to be restarted)."""
+
+    process: BaseProcess | None
+    started_at: float
+    delay_s: float = 0.0
+    restart_at: float = 0.0
+    retired: bool = False
+
+
 class _Supervisor:
     """Starts the workers, replaces any that dies, and stops them all on SIGINT/SIGTERM."""
 
     def __init__(self, options: ServeOptions, workers: int) -> None:
         self.options = options
         self.context = multiprocessing.get_context("spawn")
-        self.processes: list[BaseProcess] = []
+        self.slots: list[_Slot] = []
         self.workers = workers
         self.stop = threading.Event()
 
     def run(self) -> None:
+        """Supervise until a signal, or until every worker has failed to start."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
         log.info(
             "serving on %s:%s with %d workers", self.options.host, self.options.port, self.workers
         )
-        self.processes = [self._start() for _ in range(self.workers)]
-        while not self.stop.wait(0.5):
-            self._replace_dead()
+        self.slots = [_Slot(self._start(), time.monotonic()) for _ in range(self.workers)]
+        while not self.stop.wait(_POLL_S) and not all(slot.retired for slot in self.slots):
+            for slot in self.slots:
+                self._tend(slot, now=time.monotonic())
         self._stop_all()
+        if all(slot.retired for slot in self.slots):
+            raise StartupFailure(f"none of the {self.workers} workers could start")
 
     def _start(self) -> BaseProcess:
         process = self.context.Process(target=_worker, args=(self.options,), daemon=False)
         process.start()
         return process
 
-    def _replace_dead(self) -> None:
-        for index, process in enumerate(self.processes):
-            if process.is_alive():
-                continue
-            if process.exitcode == _STARTUP_FAILURE:
-                log.error("worker %s failed to start; stopping", process.pid)
-                self.stop.set()
-                return
-            log.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-            self.processes[index] = self._start()
+    def _tend(self, slot: _Slot, *, now: float) -> None:
+        """Note a worker that died; start its replacement once its delay has passed."""
+        if slot.retired:
+            return
+        if slot.process is None:
+            if now >= slot.restart_at:
+                slot.process, slot.started_at = self._start(), now
+            return
+        if slot.process.is_alive():
+            return
+        pid, code = slot.process.pid, slot.process.exitcode
+        slot.process = None
+        if code == _STARTUP_FAILURE:
+            slot.retired = True
+            left = sum(not other.retired for other in self.slots)
+            log.error("worker %s could not start; not restarting it (%d left)", pid, left)
+            return
+        slot.delay_s = restart_delay_s(previous_s=slot.delay_s, ran_s=now - slot.started_at)
+        slot.restart_at = now + slot.delay_s
+        log.warning("worker %s exited with %s; another in %.1f s", pid, code, slot.delay_s)
 
     def _stop_all(self) -> None:
-        for process in self.processes:
+        processes = [slot.process for slot in self.slots if slot.process is not None]
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)  # uvicorn's graceful shutdown
-        for process in self.processes:
-            process.join(_STOP_TIMEOUT_S)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()

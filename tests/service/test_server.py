@@ -1,0 +1,181 @@
+"""``diachiso serve --workers N``: the supervisor replaces a worker that dies, stops cleanly on
+SIGTERM, and gives up (non-zero) when no worker can start instead of restarting it forever."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from scripts.benchlib import Server, free_port, process_role, process_tree, serve
+from service import server
+from service.server import restart_delay_s
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(server)
+    assert result.attempted and not result.failed
+
+
+@pytest.mark.parametrize(
+    ("previous_s", "ran_s", "expected_s"),
+    [
+        (0.0, 0.1, 0.5),  # the first death of a slot
+        (0.0, 3600.0, 0.5),
+        (0.5, 1.0, 1.0),  # a crash loop doubles the wait ...
+        (4.0, 1.0, 8.0),
+        (8.0, 1.0, 10.0),  # ... up to the cap
+        (10.0, 1.0, 10.0),
+        (10.0, 29.9, 10.0),
+        (10.0, 30.0, 0.5),  # a worker that ran steadily starts the count again
+    ],
+)
+def test_restart_delay_backs_off_and_resets(
+    previous_s: float, ran_s: float, expected_s: float
+) -> None:
+    assert restart_delay_s(previous_s=previous_s, ran_s=ran_s) == expected_s
+
+
+def _listening_workers(root: int, port: int) -> set[int]:
+    """The worker processes of the server ``root`` that hold a socket listening on ``port``."""
+    listeners = _listening_inodes(port)
+    workers = set()
+    for pid in process_tree(root):
+        if process_role(pid, root=root) != "worker":
+            continue
+        try:
+            links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        except OSError:  # exited meanwhile
+            continue
+        if links & {f"socket:[{inode}]" for inode in listeners}:
+            workers.add(pid)
+    return workers
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _gone(pid: int) -> bool:
+    """Dead: no /proc entry, or a zombie (its sockets are closed; the parent has yet to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def _wait_for(what: str, check: Callable[[], bool], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.1)
+
+
+def _answers(live: Server, *, times: int = 20) -> None:
+    """New connections each time, so SO_REUSEPORT hands them to every listening worker."""
+    for _ in range(times):
+        with httpx.Client(base_url=live.base_url, timeout=5) as http:
+            response = http.get("/healthz")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json")
+
+
+def _kill_and_replace(live: Server, workers: set[int], victim: int) -> set[int]:
+    """SIGKILL one worker; the port answers meanwhile; return the workers once a new one
+    listens in its place."""
+    os.kill(victim, signal.SIGKILL)
+    _wait_for("the killed worker exits", lambda: _gone(victim), timeout_s=10)
+    _answers(live)  # the survivor alone
+    rest = workers - {victim}
+    _wait_for(
+        "a replacement worker listening",
+        lambda: len(_listening(live) - rest) == 1,
+        timeout_s=120,
+    )
+    (replacement,) = _listening(live) - rest
+    assert replacement not in workers
+    return rest | {replacement}
+
+
+def _listening(live: Server) -> set[int]:
+    return _listening_workers(live.process.pid, int(live.base_url.rsplit(":", 1)[1]))
+
+
+def test_a_killed_worker_is_replaced_and_sigterm_stops_the_server(settings: Settings) -> None:
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    with serve(url, workers=2) as live:
+        _wait_for("two workers listening", lambda: len(_listening(live)) == 2, timeout_s=120)
+        first, second = sorted(_listening(live))
+        workers = _kill_and_replace(live, {first, second}, first)
+        # The replacement serves: with the other original gone, it is the only listener.
+        workers = _kill_and_replace(live, workers, second)
+        _answers(live)
+        live.process.send_signal(signal.SIGTERM)
+        assert live.process.wait(timeout=server._STOP_TIMEOUT_S + 10) == 0
+    assert all(_gone(pid) for pid in workers)
+
+
+# `diachiso serve`, except that the settings go bad after the CLI has checked them: what the
+# workers meet when, e.g., the code or environment changed under a running supervisor.
+_SERVE = """
+import os, sys
+from service import cli, server
+checked = server.serve
+def serve(options, *, workers):
+    os.environ["DIACHISO_ENVIRONMENT"] = "staging"
+    checked(options, workers=workers)
+server.serve = serve
+cli.app(sys.argv[1:], prog_name="diachiso")
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_whose_workers_cannot_start_exits_non_zero(
+    settings: Settings, workers: int
+) -> None:
+    """``create_app`` raises in every worker: ``serve`` exits 3 instead of restarting them."""
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    env = {**os.environ, "DIACHISO_DATABASE_URL": url, "DIACHISO_LOG_FORMAT": "text"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = ["serve", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(free_port())]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, *args],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"still running after 180 s (restarting its workers?):\n{stderr[-4000:]}")
+    assert process.returncode == 3, stderr[-4000:]
+    assert "Input should be 'development', 'test' or 'production'" in stderr  # the cause
+    # Each worker tried once and logged why.
+    assert len(re.findall(r"process \d+: the server could not start", stderr)) == workers
+    if workers > 1:
+        assert stderr.count("could not start; not restarting it") == workers, stderr[-4000:]
+        assert "none of the 2 workers could start; see the log above" in stderr
