@@ -255,6 +255,11 @@ def pairs_within_radius(
     radius that band pair can have; the exact distance and radius then decide. ``accuracy_m``
     may hold NaN for a missing accuracy (counted as ``default_accuracy_m``).
 
+    The tree measures east-west at the latitude farthest from the equator among the points,
+    where a degree of longitude is shortest: its distances never exceed ``local_metres``, so
+    no pair within radius escapes the query however wide the latitude range (8° N to 23° N
+    across Vietnam).
+
     Examples
     --------
     >>> i, j, d = pairs_within_radius([105.6, 105.6, 105.6], [10.4, 10.40005, 10.4003], [5, 5, 5])
@@ -267,7 +272,7 @@ def pairs_within_radius(
     empty = np.empty(0, dtype=np.int64)
     if len(lon) < 2:
         return empty, empty, np.empty(0)
-    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.mean(lat))))
+    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.max(np.abs(lat)))))
     xy = np.column_stack([lon * scale, lat * M_PER_DEG_LAT])
     edges = (*_BAND_EDGES_M, math.inf)
     band = np.searchsorted(np.array(edges[:-1]), acc, side="left")
@@ -278,8 +283,8 @@ def pairs_within_radius(
         tree_p, tree_q = trees[p], trees[q]
         if tree_p is None or tree_q is None:
             continue
-        # Inflated a little: the tree's metres use one latitude for the whole set.
-        radius = search_radius_m(edges[p], edges[q], params) * 1.01 + 0.1
+        # A millimetre more than the radius: floating-point slack, the tree never overstates.
+        radius = search_radius_m(edges[p], edges[q], params) + 0.001
         if p == q:
             local = tree_p.query_pairs(radius, output_type="ndarray")
             left, right = members[p][local[:, 0]], members[p][local[:, 1]]
