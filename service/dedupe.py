@@ -20,7 +20,8 @@ import io
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -585,25 +586,31 @@ def _chunks(session: Session, communes: Sequence[str]) -> list[list[str]]:
 # rows with neighbours; Python tuples of them would cost more than the whole search). Text
 # columns travel as 64-bit hashes: phones and names only need equality here, and the names
 # themselves are read once per distinct hash.
+_POINT_COLUMNS = (
+    ("id", ">i8"),
+    ("lon", ">f8"),
+    ("lat", ">f8"),
+    ("accuracy_m", ">f8"),
+    ("slot", ">i4"),
+    ("phone", ">i8"),
+    ("name", ">i8"),
+)
+# Each row: its field count, then each field's byte length and value.
 _POINT_DTYPE = np.dtype(
     [
         ("fields", ">i2"),
         *(
             item
-            for name, kind in (
-                ("id", ">i8"),
-                ("lon", ">f8"),
-                ("lat", ">f8"),
-                ("accuracy_m", ">f8"),
-                ("slot", ">i4"),
-                ("phone", ">i8"),
-                ("name", ">i8"),
-            )
+            for name, kind in _POINT_COLUMNS
             for item in ((f"{name}_size", ">i4"), (name, kind))
         ),
     ]
 )
-_BINARY_HEADER = 19  # signature (11), flags (4), header extension length (4)
+# The binary COPY format: a signature, flags (4 bytes), the header extension's length (4
+# bytes) and the extension; the rows; a trailer, the field count -1.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER = len(_COPY_SIGNATURE) + 8
+_COPY_TRAILER = b"\xff\xff"
 # The box first, then the rows in it: with the box as a literal the planner sees how much of
 # the table it holds (a sub-select hid it, and a province-wide scan went through the GiST
 # index row by row).
@@ -639,41 +646,101 @@ GROUP BY 1, 2
 """
 
 
-def _fetch_points(session: Session, communes: list[str], params: DedupeParams) -> Any:
+def _fetch_points(
+    session: Session, communes: list[str], params: DedupeParams
+) -> tuple[npt.NDArray[Any], list[tuple[int, str | None]]]:
     """The live households of ``communes`` and their neighbours within the cap, as a record
     array (``slot``: 1 + the commune's index in ``communes``, 0 for a neighbour outside),
-    and the distinct names among them with their hashes."""
-    cursor = session.connection().connection.cursor()
+    and the distinct names among them with their hashes.
+
+    Both are read in one snapshot: between two statements of their own, an observation could
+    rename a household or a merge retire one, and the names would miss its hash.
+    """
     arguments: dict[str, Any] = {"communes": communes, **_radius_params(params)}
-    cursor.execute(_BOX_SQL, arguments)
-    west, south, east, north = cursor.fetchone() or (None,) * 4
-    if west is None:
+    with _snapshot(session) as cursor:
+        cursor.execute(_BOX_SQL, arguments)
+        west, south, east, north = cursor.fetchone() or (None,) * 4
+        if west is None:
+            return np.empty(0, dtype=_POINT_DTYPE), []
+        arguments |= {"west": west, "south": south, "east": east, "north": north}
+        data = _read_points(cursor, arguments)
+        cursor.execute(_NAMES_SQL, arguments)
+        names = cursor.fetchall()
+    return _parse_points(data), names
+
+
+@contextmanager
+def _snapshot(session: Session) -> Iterator[Any]:
+    """A raw cursor in a REPEATABLE READ transaction of its own, so that every statement
+    through it sees the same rows; the session's transaction is committed first (a re-scan
+    commits as it goes), and the snapshot's when done, so that the writes that follow run
+    at the default level and never fail on a concurrent update."""
+    session.commit()
+    connection = session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
         cursor.close()
-        return np.empty(0, dtype=_POINT_DTYPE), []
-    arguments |= {"west": west, "south": south, "east": east, "north": north}
+    session.commit()
+
+
+def _read_points(cursor: Any, arguments: dict[str, Any]) -> memoryview:
+    """The binary COPY of ``_POINTS_SQL``."""
     buffer = io.BytesIO()
     cursor.copy_expert(cursor.mogrify(_POINTS_SQL, arguments).decode(), buffer)
-    body = buffer.getbuffer()[_BINARY_HEADER:-2]  # the trailer is a field count of -1
+    return buffer.getbuffer()
+
+
+def _parse_points(data: bytes | memoryview) -> npt.NDArray[Any]:
+    """The rows of a binary COPY laid out as ``_POINT_DTYPE``; raises ``RuntimeError`` when
+    the data is laid out otherwise (another format, a column added, a NULL)."""
+    if bytes(data[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE or len(data) < _COPY_HEADER + 2:
+        raise RuntimeError("re-scan: the households COPY is not PostgreSQL's binary format")
+    start = _COPY_HEADER + int.from_bytes(data[_COPY_HEADER - 4 : _COPY_HEADER], "big")
+    body = data[start : len(data) - len(_COPY_TRAILER)]
+    if bytes(data[-len(_COPY_TRAILER) :]) != _COPY_TRAILER or len(body) % _POINT_DTYPE.itemsize:
+        raise RuntimeError(
+            f"re-scan: the households COPY is not rows of {_POINT_DTYPE.itemsize} bytes"
+        )
     points = np.frombuffer(body, dtype=_POINT_DTYPE)
-    cursor.execute(_NAMES_SQL, arguments)
-    names = cursor.fetchall()
-    cursor.close()
-    return points, names
+    sizes = {f"{name}_size": np.dtype(kind).itemsize for name, kind in _POINT_COLUMNS}
+    if (points["fields"] != len(_POINT_COLUMNS)).any() or any(
+        (points[field] != size).any() for field, size in sizes.items()
+    ):
+        raise RuntimeError(
+            f"re-scan: the households COPY rows are not the {len(_POINT_COLUMNS)} fields "
+            f"({', '.join(name for name, _ in _POINT_COLUMNS)}) of fixed width expected"
+        )
+    return points
 
 
 def _name_keys_of(
     point_names: npt.NDArray[np.int64], names: list[tuple[int, str | None]]
 ) -> NameKeys:
-    """``NameKeys`` per household from the hashes of their names and the distinct names."""
+    """``NameKeys`` per household from the hashes of their names and the distinct names.
+
+    A household whose hash is not among the names, or is the hash of two of them, may agree
+    with any name (``NameKeys.uncertain``): the pre-filter lets its pairs through to scoring,
+    which reads its facts again.
+    """
+    if not names:
+        unknown = np.full(len(point_names), -1, dtype=np.int64)
+        return NameKeys(unknown, unknown, (), np.ones(len(point_names), dtype=bool))
     hashes = np.array([h for h, _ in names], dtype=np.int64)
     order = np.argsort(hashes, kind="stable")
     hashes = hashes[order]
     distinct = name_keys([names[k][1] for k in order])
-    position = np.searchsorted(hashes, point_names)
-    given, words = distinct.given[position], distinct.words[position]
+    position = np.minimum(np.searchsorted(hashes, point_names), len(hashes) - 1)
+    found = hashes[position] == point_names
+    given = np.where(found, distinct.given[position], -1)
+    words = np.where(found, distinct.words[position], -1)
     # Two names with one hash (never seen; 64 bits): let such households agree with anyone.
     clash = hashes[1:][hashes[1:] == hashes[:-1]]
-    uncertain = np.isin(point_names, clash)
+    uncertain = ~found | np.isin(point_names, clash)
     return NameKeys(given, words, distinct.vocabulary, uncertain)
 
 
