@@ -24,9 +24,9 @@ import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -381,11 +381,12 @@ def score_pair(
 def may_reach(a: HouseholdFacts, b: HouseholdFacts, params: DedupeParams = DEFAULT_PARAMS) -> bool:
     """False only when the pair cannot reach the review threshold, whatever its distance.
 
-    A cheap pre-filter for bulk searches (a province holds millions of close pairs): the score
-    is bounded by the best value every reason could add given what is cheap to know, the
-    phones and whether the two names could agree at all (same given name, one typo apart, or
-    the same words reordered). Computed from the weights, so it stays exact when they are
-    tuned; ``reachable`` is the same test on arrays.
+    The pre-filter of the candidate searches, one pair at a time: the score is bounded by the
+    best value every reason could add given what is cheap to know, the phones and whether the
+    two names could agree at all (same given name, one typo apart, or the same words
+    reordered). Computed from the weights, so it stays exact when they are tuned. The searches
+    run ``reachable``, the same test on arrays (a province holds millions of close pairs); this
+    scalar form is the reference the tests hold it to.
 
     Examples
     --------
@@ -431,22 +432,37 @@ class _Bounds:
     logit_threshold: float
 
 
-_BOUNDS_CACHE: dict[int, tuple[DedupeParams, _Bounds]] = {}
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 
+def _per_object(build: Callable[[_Key], _Value]) -> Callable[[_Key], _Value]:
+    """``build`` computed once per argument object, found again by identity.
+
+    For values derived from the parameter and weight objects, asked for on every pair: hashing
+    a frozen dataclass of twenty-odd fields on each call would cost more than the rest of the
+    scoring. Each object is kept with its value, so its id cannot pass to another object while
+    cached; at most 64 are kept.
+    """
+    cache: dict[int, tuple[_Key, _Value]] = {}
+
+    @functools.wraps(build)
+    def get(key: _Key) -> _Value:
+        cached = cache.get(id(key))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        if len(cache) >= 64:
+            cache.clear()
+        value = build(key)
+        cache[id(key)] = (key, value)
+        return value
+
+    return get
+
+
+@_per_object
 def _bounds(params: DedupeParams) -> _Bounds:
-    """The bounds of these parameters, computed once per parameters object (as ``_fixed``)."""
-    cached = _BOUNDS_CACHE.get(id(params))
-    if cached is not None and cached[0] is params:
-        return cached[1]
-    if len(_BOUNDS_CACHE) >= 64:
-        _BOUNDS_CACHE.clear()
-    bounds = _compute_bounds(params)
-    _BOUNDS_CACHE[id(params)] = (params, bounds)
-    return bounds
-
-
-def _compute_bounds(params: DedupeParams) -> _Bounds:
+    """The bounds of these parameters."""
     w = params.weights
     name_agree = max(
         w.name_same,
@@ -737,8 +753,7 @@ def _family_only(family: str, w: DedupeWeights) -> Reason:
     return Reason("family_name_only", w.family_name_only_rare, "Chỉ trùng họ, tên khác")
 
 
-# Reasons whose value is one weight and whose message is fixed: built once per weights object
-# (hashing a 22-field dataclass on every call would cost more than the rest of the scoring).
+# Reasons whose value is one weight and whose message is fixed: built once per weights object.
 _FIXED = {
     "name_same": "Trùng họ tên (không kể dấu, hoa thường)",
     "name_tokens_reordered": "Cùng các chữ trong họ tên, khác thứ tự",
@@ -748,19 +763,12 @@ _FIXED = {
     "different_hamlet": "Khai báo ở hai ấp/khóm khác nhau",
     "different_commune": "Ở hai xã khác nhau",
 }
-_FIXED_CACHE: dict[int, tuple[DedupeWeights, dict[str, Reason]]] = {}
 
 
+@_per_object
 def _fixed(w: DedupeWeights) -> dict[str, Reason]:
     """The fixed reasons of these weights, by code."""
-    cached = _FIXED_CACHE.get(id(w))
-    if cached is not None and cached[0] is w:
-        return cached[1]
-    if len(_FIXED_CACHE) >= 64:
-        _FIXED_CACHE.clear()
-    table = {code: Reason(code, float(getattr(w, code)), text) for code, text in _FIXED.items()}
-    _FIXED_CACHE[id(w)] = (w, table)
-    return table
+    return {code: Reason(code, float(getattr(w, code)), text) for code, text in _FIXED.items()}
 
 
 # --- phone, house number, kind, place --------------------------------------------------------

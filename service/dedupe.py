@@ -17,7 +17,6 @@ one query per batch) and by ``rescan`` (``diachiso dedupe``) for a whole unit.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,9 +55,10 @@ from service.settings import Settings
 
 #: Households that take part in duplicate detection.
 LIVE = ("accepted", "flagged")
-#: Metres per degree of latitude, and the least per degree of longitude in Vietnam (23.4° N):
-#: the geometry pre-filter in degrees must cover the radius in every direction.
-_M_PER_DEG_MIN = 111_320 * math.cos(math.radians(23.5))
+#: The fewest metres per degree in Vietnam in any direction: a degree of longitude at 23.5° N
+#: (the northern tip is at 23.4° N; a degree of latitude is longer everywhere). The geometry
+#: pre-filters in degrees must cover the radius in every direction.
+_M_PER_DEG_MIN = M_PER_DEG_LON * math.cos(math.radians(23.5))
 
 
 def params_from(settings: Settings) -> DedupeParams:
@@ -142,16 +142,9 @@ WHERE h.status IN ('accepted', 'flagged')
 """
 
 
-def _radius_params(params: DedupeParams) -> dict[str, float]:
-    cap = max_search_radius_m(params)
-    return {
-        "deg": cap / _M_PER_DEG_MIN,
-        "m_per_deg": _M_PER_DEG_MIN,
-        "cap": cap,
-        "floor": params.floor_m,
-        "k": params.k,
-        "dacc": params.default_accuracy_m,
-    }
+def _cap_deg(params: DedupeParams) -> float:
+    """The largest search radius in degrees, enough in every direction anywhere in Vietnam."""
+    return max_search_radius_m(params) / _M_PER_DEG_MIN
 
 
 def _facts(row: Sequence[Any]) -> tuple[HouseholdFacts, str | None]:
@@ -264,7 +257,7 @@ def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams)
     cursor.execute(
         _NEAR_SQL,
         {
-            **_radius_params(params),
+            "deg": _cap_deg(params),
             "west": [b[0] for b in boxes],
             "south": [b[1] for b in boxes],
             "east": [b[2] for b in boxes],
@@ -656,7 +649,7 @@ def _fetch_points(
     Both are read in one snapshot: between two statements of their own, an observation could
     rename a household or a merge retire one, and the names would miss its hash.
     """
-    arguments: dict[str, Any] = {"communes": communes, **_radius_params(params)}
+    arguments: dict[str, Any] = {"communes": communes, "deg": _cap_deg(params)}
     with _snapshot(session) as cursor:
         cursor.execute(_BOX_SQL, arguments)
         west, south, east, north = cursor.fetchone() or (None,) * 4
@@ -803,20 +796,31 @@ def _same_phone(
     """Pairs (``i < j``) of households with one phone in one of the scanned communes (the same
     ``slot``), not already among the pairs ``i, j`` found by distance."""
     members = np.flatnonzero((slot > 0) & (phones >= 0))
+    # By commune and phone, and by index within each group (lexsort is stable).
     order = members[np.lexsort((phones[members], slot[members]))]
     repeat = (phones[order][1:] == phones[order][:-1]) & (slot[order][1:] == slot[order][:-1])
-    starts = np.flatnonzero(np.r_[True, ~repeat])
-    ends = np.r_[starts[1:], len(order)]
-    groups = [order[a:b].tolist() for a, b in zip(starts, ends, strict=True) if b - a > 1]
-    seen = set(zip(i.tolist(), j.tolist(), strict=True)) if groups else set()
-    extra = [
-        pair for group in groups for pair in itertools.combinations(group, 2) if pair not in seen
-    ]
-    if not extra:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    left, right = zip(*extra, strict=True)
-    return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
+    ends = np.r_[np.flatnonzero(~repeat) + 1, len(order)]
+    # Each position pairs with the later positions of its group, as itertools.combinations.
+    later = ends[np.cumsum(np.r_[0, ~repeat])] - np.arange(len(order)) - 1
+    first = np.repeat(np.arange(len(order)), later)
+    run_start = np.cumsum(later) - later
+    second = first + np.arange(len(first)) - np.repeat(run_start, later) + 1
+    left, right = order[first], order[second]
+    # A pair as one integer, the smaller index first: n² fits in 64 bits for any n searched.
+    n = len(phones)
+    extra = ~_among(left * n + right, i * n + j)
+    return left[extra].astype(np.int64), right[extra].astype(np.int64)
+
+
+def _among(values: npt.NDArray[np.int64], pool: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Whether each value is in ``pool``: a binary search of the sorted pool (``np.isin``
+    takes seconds on the million pairs of a province, through ``np.unique``)."""
+    pool = np.sort(pool)
+    at = np.searchsorted(pool, values)
+    found = np.zeros(len(values), dtype=bool)
+    inside = at < len(pool)
+    found[inside] = pool[at[inside]] == values[inside]
+    return found
 
 
 def _remove_stale(

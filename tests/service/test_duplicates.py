@@ -443,6 +443,16 @@ def test_name_keys_of_households_missing_from_the_names_are_uncertain() -> None:
     assert nothing.given.tolist() == [-1, -1]
 
 
+def test_same_phone_pairs_are_within_one_scanned_commune_and_not_found_already() -> None:
+    phones = np.array([5, 5, 5, 5, 6, 6, -1, -1, 5], dtype=np.int64)
+    slot = np.array([1, 1, 1, 2, 1, 1, 1, 1, 0], dtype=np.int64)
+    # (0, 2) was found by distance; 3 is in another commune, 8 outside those scanned.
+    left, right = dedupe._same_phone(phones, slot, np.array([0]), np.array([2]))
+    assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(0, 1), (1, 2), (4, 5)]
+    empty = dedupe._same_phone(phones[:0], slot[:0], np.array([], int), np.array([], int))
+    assert [len(part) for part in empty] == [0, 0]
+
+
 def _copy_data(rows: Any, *, extension: bytes = b"") -> bytes:
     header = b"PGCOPY\n\xff\r\n\x00" + bytes(4) + len(extension).to_bytes(4, "big") + extension
     return header + rows.tobytes() + b"\xff\xff"
