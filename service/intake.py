@@ -148,10 +148,10 @@ def submit(
         except (IntegrityError, psycopg2.IntegrityError) as exc:
             if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
                 continue  # a concurrent resend stored some ids first: the next pass yields
-            _fail(database, items, batch_id=batch_id, user=user)
+            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
             raise
         except Exception:
-            _fail(database, items, batch_id=batch_id, user=user)
+            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
             raise
     raise AssertionError("unreachable")
 
@@ -167,9 +167,16 @@ def _lost_race(exc: Exception) -> bool:
     return getattr(diag, "constraint_name", None) == "submissions_client_id_key"
 
 
-def _fail(database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> None:
+def _fail(
+    database: Database,
+    items: list[_Item],
+    *,
+    batch_id: uuid.UUID,
+    team_province: str | None,
+    user: User,
+) -> None:
     log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
-    _record_failure(database, items, batch_id=batch_id, user=user)
+    _record_failure(database, items, batch_id=batch_id, team_province=team_province, user=user)
 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
@@ -260,9 +267,7 @@ def _process(
     _reserve_ids(session, work, fresh)
     matches = _find_duplicates(session, index, work, params)
     for item in work:
-        # The log row lives in the team's province (where a resend comes from); a team across
-        # provinces logs each item in the province its point fell in.
-        item.log_province = team_province or item.province_code
+        item.log_province = _log_province(item, team_province)
     claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
@@ -286,6 +291,12 @@ def _process(
     for item, original in repeats:
         item.result = _repeat_result(item, original)
     _audit_batch(session, items, done, batch_id=batch_id, user=user)
+
+
+def _log_province(item: _Item, team_province: str | None) -> str | None:
+    """The province of an item's log row: the team's (where a resend comes from); a team
+    across provinces logs each item in the province its point fell in (if it was placed)."""
+    return team_province or item.province_code
 
 
 def _split_repeats(items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, _Item]]]:
@@ -962,13 +973,19 @@ def _audit_batch(
 
 
 def _record_failure(
-    database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User
+    database: Database,
+    items: list[_Item],
+    *,
+    batch_id: uuid.UUID,
+    team_province: str | None,
+    user: User,
 ) -> None:
     """Keep the items of a failed batch visible (status ``error``) so nothing is lost."""
     try:
         with database.sessions() as session, session.begin():
             rows = [
                 (
+                    _log_province(i, team_province),
                     i.parsed.id,
                     batch_id,
                     i.index,
@@ -985,8 +1002,9 @@ def _record_failure(
             ]
             execute_values(
                 _cursor(session),
-                "INSERT INTO submissions (client_id, batch_id, item_index, payload, "
-                "payload_sha256, user_id, team_id, captured_at, hamlet_code, status, error) "
+                "INSERT INTO submissions (province_code, client_id, batch_id, item_index, "
+                "payload, payload_sha256, user_id, team_id, captured_at, hamlet_code, status, "
+                "error) "
                 "VALUES %s ON CONFLICT (client_id) DO NOTHING",
                 rows,
                 page_size=max(len(rows), 1),

@@ -411,10 +411,9 @@ def test_households_list_filters_and_geojson(
     assert missing.status_code == 404 and missing.json()["code"] == "household_not_found"
 
 
-def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
-    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
-) -> None:
-    """A real database failure mid-batch (a trigger that raises), then a retry after the fix."""
+def _fail_household_inserts(db_url: Any) -> Any:
+    """A real database failure mid-batch: a trigger that raises on every new household.
+    Returns the engine that made it (``DROP TRIGGER boom ON households`` repairs it)."""
     from sqlalchemy import create_engine
 
     engine = create_engine(db_url)
@@ -427,6 +426,14 @@ def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
                 "FOR EACH ROW EXECUTE FUNCTION boom()"
             )
         )
+    return engine
+
+
+def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
+    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
+) -> None:
+    """A real database failure mid-batch (a trigger that raises), then a retry after the fix."""
+    engine = _fail_household_inserts(db_url)
     items = [item(), item()]
     failed = post(client, surveyor, items)
     assert failed.status_code == 500
@@ -596,3 +603,12 @@ def test_every_intake_row_carries_its_province(
         )
     ).all()
     assert rows == [("98", "98", "98", "98")]
+
+
+def test_the_items_of_a_failed_batch_are_logged_in_the_team_province(
+    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
+) -> None:
+    _fail_household_inserts(db_url).dispose()
+    assert post(client, surveyor, [item(), item(location=None)]).status_code == 500
+    rows = db.execute(text("SELECT status, province_code FROM submissions")).all()
+    assert rows == [("error", "98"), ("error", "98")]
