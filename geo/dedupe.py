@@ -24,9 +24,9 @@ import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -255,6 +255,11 @@ def pairs_within_radius(
     radius that band pair can have; the exact distance and radius then decide. ``accuracy_m``
     may hold NaN for a missing accuracy (counted as ``default_accuracy_m``).
 
+    The tree measures east-west at the latitude farthest from the equator among the points,
+    where a degree of longitude is shortest: its distances never exceed ``local_metres``, so
+    no pair within radius escapes the query however wide the latitude range (8° N to 23° N
+    across Vietnam).
+
     Examples
     --------
     >>> i, j, d = pairs_within_radius([105.6, 105.6, 105.6], [10.4, 10.40005, 10.4003], [5, 5, 5])
@@ -267,7 +272,7 @@ def pairs_within_radius(
     empty = np.empty(0, dtype=np.int64)
     if len(lon) < 2:
         return empty, empty, np.empty(0)
-    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.mean(lat))))
+    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.max(np.abs(lat)))))
     xy = np.column_stack([lon * scale, lat * M_PER_DEG_LAT])
     edges = (*_BAND_EDGES_M, math.inf)
     band = np.searchsorted(np.array(edges[:-1]), acc, side="left")
@@ -278,8 +283,8 @@ def pairs_within_radius(
         tree_p, tree_q = trees[p], trees[q]
         if tree_p is None or tree_q is None:
             continue
-        # Inflated a little: the tree's metres use one latitude for the whole set.
-        radius = search_radius_m(edges[p], edges[q], params) * 1.01 + 0.1
+        # A millimetre more than the radius: floating-point slack, the tree never overstates.
+        radius = search_radius_m(edges[p], edges[q], params) + 0.001
         if p == q:
             local = tree_p.query_pairs(radius, output_type="ndarray")
             left, right = members[p][local[:, 0]], members[p][local[:, 1]]
@@ -376,11 +381,12 @@ def score_pair(
 def may_reach(a: HouseholdFacts, b: HouseholdFacts, params: DedupeParams = DEFAULT_PARAMS) -> bool:
     """False only when the pair cannot reach the review threshold, whatever its distance.
 
-    A cheap pre-filter for bulk searches (a province holds millions of close pairs): the score
-    is bounded by the best value every reason could add given what is cheap to know, the
-    phones and whether the two names could agree at all (same given name, one typo apart, or
-    the same words reordered). Computed from the weights, so it stays exact when they are
-    tuned; ``reachable`` is the same test on arrays.
+    The pre-filter of the candidate searches, one pair at a time: the score is bounded by the
+    best value every reason could add given what is cheap to know, the phones and whether the
+    two names could agree at all (same given name, one typo apart, or the same words
+    reordered). Computed from the weights, so it stays exact when they are tuned. The searches
+    run ``reachable``, the same test on arrays (a province holds millions of close pairs); this
+    scalar form is the reference the tests hold it to.
 
     Examples
     --------
@@ -426,22 +432,37 @@ class _Bounds:
     logit_threshold: float
 
 
-_BOUNDS_CACHE: dict[int, tuple[DedupeParams, _Bounds]] = {}
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 
+def _per_object(build: Callable[[_Key], _Value]) -> Callable[[_Key], _Value]:
+    """``build`` computed once per argument object, found again by identity.
+
+    For values derived from the parameter and weight objects, asked for on every pair: hashing
+    a frozen dataclass of twenty-odd fields on each call would cost more than the rest of the
+    scoring. Each object is kept with its value, so its id cannot pass to another object while
+    cached; at most 64 are kept.
+    """
+    cache: dict[int, tuple[_Key, _Value]] = {}
+
+    @functools.wraps(build)
+    def get(key: _Key) -> _Value:
+        cached = cache.get(id(key))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        if len(cache) >= 64:
+            cache.clear()
+        value = build(key)
+        cache[id(key)] = (key, value)
+        return value
+
+    return get
+
+
+@_per_object
 def _bounds(params: DedupeParams) -> _Bounds:
-    """The bounds of these parameters, computed once per parameters object (as ``_fixed``)."""
-    cached = _BOUNDS_CACHE.get(id(params))
-    if cached is not None and cached[0] is params:
-        return cached[1]
-    if len(_BOUNDS_CACHE) >= 64:
-        _BOUNDS_CACHE.clear()
-    bounds = _compute_bounds(params)
-    _BOUNDS_CACHE[id(params)] = (params, bounds)
-    return bounds
-
-
-def _compute_bounds(params: DedupeParams) -> _Bounds:
+    """The bounds of these parameters."""
     w = params.weights
     name_agree = max(
         w.name_same,
@@ -732,8 +753,7 @@ def _family_only(family: str, w: DedupeWeights) -> Reason:
     return Reason("family_name_only", w.family_name_only_rare, "Chỉ trùng họ, tên khác")
 
 
-# Reasons whose value is one weight and whose message is fixed: built once per weights object
-# (hashing a 22-field dataclass on every call would cost more than the rest of the scoring).
+# Reasons whose value is one weight and whose message is fixed: built once per weights object.
 _FIXED = {
     "name_same": "Trùng họ tên (không kể dấu, hoa thường)",
     "name_tokens_reordered": "Cùng các chữ trong họ tên, khác thứ tự",
@@ -743,19 +763,12 @@ _FIXED = {
     "different_hamlet": "Khai báo ở hai ấp/khóm khác nhau",
     "different_commune": "Ở hai xã khác nhau",
 }
-_FIXED_CACHE: dict[int, tuple[DedupeWeights, dict[str, Reason]]] = {}
 
 
+@_per_object
 def _fixed(w: DedupeWeights) -> dict[str, Reason]:
     """The fixed reasons of these weights, by code."""
-    cached = _FIXED_CACHE.get(id(w))
-    if cached is not None and cached[0] is w:
-        return cached[1]
-    if len(_FIXED_CACHE) >= 64:
-        _FIXED_CACHE.clear()
-    table = {code: Reason(code, float(getattr(w, code)), text) for code, text in _FIXED.items()}
-    _FIXED_CACHE[id(w)] = (w, table)
-    return table
+    return {code: Reason(code, float(getattr(w, code)), text) for code, text in _FIXED.items()}
 
 
 # --- phone, house number, kind, place --------------------------------------------------------

@@ -16,7 +16,6 @@ infinite longitude and has no integer API to check the vectors' integer columns 
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Context, Decimal
@@ -191,9 +190,6 @@ def _floor_scaled(degrees: float, precision: int) -> int:
     return int(scaled.to_integral_value(rounding=ROUND_FLOOR, context=_EXACT))
 
 
-# Intake encodes each new household's point twice (its cell, then its address code): a small
-# cache makes the second one free. Pure function of its arguments; errors are not cached.
-@functools.lru_cache(maxsize=1 << 14)
 def encode(lat: float, lon: float, code_length: int = PAIR_DIGITS) -> str:
     """Encode a point as an Open Location Code.
 

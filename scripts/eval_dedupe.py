@@ -39,7 +39,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from scipy.spatial import cKDTree
 
-from geo.dedupe import M_PER_DEG_LAT, M_PER_DEG_LON, local_metres
+from geo.dedupe import M_PER_DEG_LAT, M_PER_DEG_LON, local_metres, max_search_radius_m
 from geo.dedupe_eval import EvalSet, evaluate, generate_eval_set
 from service import dedupe
 from service.app import create_app
@@ -170,7 +170,13 @@ def _raw_self_join(url: str, params: Any) -> dict[str, Any]:
 
     (``b.id + 0 > a.id + 0``: a bare ``b.id > a.id`` lets the planner AND a primary-key range
     of half the table into every probe, which turns the self-join quadratic.)"""
-    radius = dedupe._radius_params(params)
+    radius = {
+        "deg": dedupe._cap_deg(params),
+        "cap": max_search_radius_m(params),
+        "floor": params.floor_m,
+        "k": params.k,
+        "dacc": params.default_accuracy_m,
+    }
     with psycopg2.connect(libpq_url(url)) as conn, conn.cursor() as cur:
         started = time.perf_counter()
         cur.execute(

@@ -17,10 +17,10 @@ one query per batch) and by ``rescan`` (``diachiso dedupe``) for a whole unit.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +55,10 @@ from service.settings import Settings
 
 #: Households that take part in duplicate detection.
 LIVE = ("accepted", "flagged")
-#: Metres per degree of latitude, and the least per degree of longitude in Vietnam (23.4° N):
-#: the geometry pre-filter in degrees must cover the radius in every direction.
-_M_PER_DEG_MIN = 111_320 * math.cos(math.radians(23.5))
+#: The fewest metres per degree in Vietnam in any direction: a degree of longitude at 23.5° N
+#: (the northern tip is at 23.4° N; a degree of latitude is longer everywhere). The geometry
+#: pre-filters in degrees must cover the radius in every direction.
+_M_PER_DEG_MIN = M_PER_DEG_LON * math.cos(math.radians(23.5))
 
 
 def params_from(settings: Settings) -> DedupeParams:
@@ -141,16 +142,9 @@ WHERE h.status IN ('accepted', 'flagged')
 """
 
 
-def _radius_params(params: DedupeParams) -> dict[str, float]:
-    cap = max_search_radius_m(params)
-    return {
-        "deg": cap / _M_PER_DEG_MIN,
-        "m_per_deg": _M_PER_DEG_MIN,
-        "cap": cap,
-        "floor": params.floor_m,
-        "k": params.k,
-        "dacc": params.default_accuracy_m,
-    }
+def _cap_deg(params: DedupeParams) -> float:
+    """The largest search radius in degrees, enough in every direction anywhere in Vietnam."""
+    return max_search_radius_m(params) / _M_PER_DEG_MIN
 
 
 def _facts(row: Sequence[Any]) -> tuple[HouseholdFacts, str | None]:
@@ -263,7 +257,7 @@ def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams)
     cursor.execute(
         _NEAR_SQL,
         {
-            **_radius_params(params),
+            "deg": _cap_deg(params),
             "west": [b[0] for b in boxes],
             "south": [b[1] for b in boxes],
             "east": [b[2] for b in boxes],
@@ -585,25 +579,31 @@ def _chunks(session: Session, communes: Sequence[str]) -> list[list[str]]:
 # rows with neighbours; Python tuples of them would cost more than the whole search). Text
 # columns travel as 64-bit hashes: phones and names only need equality here, and the names
 # themselves are read once per distinct hash.
+_POINT_COLUMNS = (
+    ("id", ">i8"),
+    ("lon", ">f8"),
+    ("lat", ">f8"),
+    ("accuracy_m", ">f8"),
+    ("slot", ">i4"),
+    ("phone", ">i8"),
+    ("name", ">i8"),
+)
+# Each row: its field count, then each field's byte length and value.
 _POINT_DTYPE = np.dtype(
     [
         ("fields", ">i2"),
         *(
             item
-            for name, kind in (
-                ("id", ">i8"),
-                ("lon", ">f8"),
-                ("lat", ">f8"),
-                ("accuracy_m", ">f8"),
-                ("slot", ">i4"),
-                ("phone", ">i8"),
-                ("name", ">i8"),
-            )
+            for name, kind in _POINT_COLUMNS
             for item in ((f"{name}_size", ">i4"), (name, kind))
         ),
     ]
 )
-_BINARY_HEADER = 19  # signature (11), flags (4), header extension length (4)
+# The binary COPY format: a signature, flags (4 bytes), the header extension's length (4
+# bytes) and the extension; the rows; a trailer, the field count -1.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER = len(_COPY_SIGNATURE) + 8
+_COPY_TRAILER = b"\xff\xff"
 # The box first, then the rows in it: with the box as a literal the planner sees how much of
 # the table it holds (a sub-select hid it, and a province-wide scan went through the GiST
 # index row by row).
@@ -639,41 +639,101 @@ GROUP BY 1, 2
 """
 
 
-def _fetch_points(session: Session, communes: list[str], params: DedupeParams) -> Any:
+def _fetch_points(
+    session: Session, communes: list[str], params: DedupeParams
+) -> tuple[npt.NDArray[Any], list[tuple[int, str | None]]]:
     """The live households of ``communes`` and their neighbours within the cap, as a record
     array (``slot``: 1 + the commune's index in ``communes``, 0 for a neighbour outside),
-    and the distinct names among them with their hashes."""
-    cursor = session.connection().connection.cursor()
-    arguments: dict[str, Any] = {"communes": communes, **_radius_params(params)}
-    cursor.execute(_BOX_SQL, arguments)
-    west, south, east, north = cursor.fetchone() or (None,) * 4
-    if west is None:
+    and the distinct names among them with their hashes.
+
+    Both are read in one snapshot: between two statements of their own, an observation could
+    rename a household or a merge retire one, and the names would miss its hash.
+    """
+    arguments: dict[str, Any] = {"communes": communes, "deg": _cap_deg(params)}
+    with _snapshot(session) as cursor:
+        cursor.execute(_BOX_SQL, arguments)
+        west, south, east, north = cursor.fetchone() or (None,) * 4
+        if west is None:
+            return np.empty(0, dtype=_POINT_DTYPE), []
+        arguments |= {"west": west, "south": south, "east": east, "north": north}
+        data = _read_points(cursor, arguments)
+        cursor.execute(_NAMES_SQL, arguments)
+        names = cursor.fetchall()
+    return _parse_points(data), names
+
+
+@contextmanager
+def _snapshot(session: Session) -> Iterator[Any]:
+    """A raw cursor in a REPEATABLE READ transaction of its own, so that every statement
+    through it sees the same rows; the session's transaction is committed first (a re-scan
+    commits as it goes), and the snapshot's when done, so that the writes that follow run
+    at the default level and never fail on a concurrent update."""
+    session.commit()
+    connection = session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
         cursor.close()
-        return np.empty(0, dtype=_POINT_DTYPE), []
-    arguments |= {"west": west, "south": south, "east": east, "north": north}
+    session.commit()
+
+
+def _read_points(cursor: Any, arguments: dict[str, Any]) -> memoryview:
+    """The binary COPY of ``_POINTS_SQL``."""
     buffer = io.BytesIO()
     cursor.copy_expert(cursor.mogrify(_POINTS_SQL, arguments).decode(), buffer)
-    body = buffer.getbuffer()[_BINARY_HEADER:-2]  # the trailer is a field count of -1
+    return buffer.getbuffer()
+
+
+def _parse_points(data: bytes | memoryview) -> npt.NDArray[Any]:
+    """The rows of a binary COPY laid out as ``_POINT_DTYPE``; raises ``RuntimeError`` when
+    the data is laid out otherwise (another format, a column added, a NULL)."""
+    if bytes(data[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE or len(data) < _COPY_HEADER + 2:
+        raise RuntimeError("re-scan: the households COPY is not PostgreSQL's binary format")
+    start = _COPY_HEADER + int.from_bytes(data[_COPY_HEADER - 4 : _COPY_HEADER], "big")
+    body = data[start : len(data) - len(_COPY_TRAILER)]
+    if bytes(data[-len(_COPY_TRAILER) :]) != _COPY_TRAILER or len(body) % _POINT_DTYPE.itemsize:
+        raise RuntimeError(
+            f"re-scan: the households COPY is not rows of {_POINT_DTYPE.itemsize} bytes"
+        )
     points = np.frombuffer(body, dtype=_POINT_DTYPE)
-    cursor.execute(_NAMES_SQL, arguments)
-    names = cursor.fetchall()
-    cursor.close()
-    return points, names
+    sizes = {f"{name}_size": np.dtype(kind).itemsize for name, kind in _POINT_COLUMNS}
+    if (points["fields"] != len(_POINT_COLUMNS)).any() or any(
+        (points[field] != size).any() for field, size in sizes.items()
+    ):
+        raise RuntimeError(
+            f"re-scan: the households COPY rows are not the {len(_POINT_COLUMNS)} fields "
+            f"({', '.join(name for name, _ in _POINT_COLUMNS)}) of fixed width expected"
+        )
+    return points
 
 
 def _name_keys_of(
     point_names: npt.NDArray[np.int64], names: list[tuple[int, str | None]]
 ) -> NameKeys:
-    """``NameKeys`` per household from the hashes of their names and the distinct names."""
+    """``NameKeys`` per household from the hashes of their names and the distinct names.
+
+    A household whose hash is not among the names, or is the hash of two of them, may agree
+    with any name (``NameKeys.uncertain``): the pre-filter lets its pairs through to scoring,
+    which reads its facts again.
+    """
+    if not names:
+        unknown = np.full(len(point_names), -1, dtype=np.int64)
+        return NameKeys(unknown, unknown, (), np.ones(len(point_names), dtype=bool))
     hashes = np.array([h for h, _ in names], dtype=np.int64)
     order = np.argsort(hashes, kind="stable")
     hashes = hashes[order]
     distinct = name_keys([names[k][1] for k in order])
-    position = np.searchsorted(hashes, point_names)
-    given, words = distinct.given[position], distinct.words[position]
+    position = np.minimum(np.searchsorted(hashes, point_names), len(hashes) - 1)
+    found = hashes[position] == point_names
+    given = np.where(found, distinct.given[position], -1)
+    words = np.where(found, distinct.words[position], -1)
     # Two names with one hash (never seen; 64 bits): let such households agree with anyone.
     clash = hashes[1:][hashes[1:] == hashes[:-1]]
-    uncertain = np.isin(point_names, clash)
+    uncertain = ~found | np.isin(point_names, clash)
     return NameKeys(given, words, distinct.vocabulary, uncertain)
 
 
@@ -736,20 +796,31 @@ def _same_phone(
     """Pairs (``i < j``) of households with one phone in one of the scanned communes (the same
     ``slot``), not already among the pairs ``i, j`` found by distance."""
     members = np.flatnonzero((slot > 0) & (phones >= 0))
+    # By commune and phone, and by index within each group (lexsort is stable).
     order = members[np.lexsort((phones[members], slot[members]))]
     repeat = (phones[order][1:] == phones[order][:-1]) & (slot[order][1:] == slot[order][:-1])
-    starts = np.flatnonzero(np.r_[True, ~repeat])
-    ends = np.r_[starts[1:], len(order)]
-    groups = [order[a:b].tolist() for a, b in zip(starts, ends, strict=True) if b - a > 1]
-    seen = set(zip(i.tolist(), j.tolist(), strict=True)) if groups else set()
-    extra = [
-        pair for group in groups for pair in itertools.combinations(group, 2) if pair not in seen
-    ]
-    if not extra:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    left, right = zip(*extra, strict=True)
-    return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
+    ends = np.r_[np.flatnonzero(~repeat) + 1, len(order)]
+    # Each position pairs with the later positions of its group, as itertools.combinations.
+    later = ends[np.cumsum(np.r_[0, ~repeat])] - np.arange(len(order)) - 1
+    first = np.repeat(np.arange(len(order)), later)
+    run_start = np.cumsum(later) - later
+    second = first + np.arange(len(first)) - np.repeat(run_start, later) + 1
+    left, right = order[first], order[second]
+    # A pair as one integer, the smaller index first: n² fits in 64 bits for any n searched.
+    n = len(phones)
+    extra = ~_among(left * n + right, i * n + j)
+    return left[extra].astype(np.int64), right[extra].astype(np.int64)
+
+
+def _among(values: npt.NDArray[np.int64], pool: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Whether each value is in ``pool``: a binary search of the sorted pool (``np.isin``
+    takes seconds on the million pairs of a province, through ``np.unique``)."""
+    pool = np.sort(pool)
+    at = np.searchsorted(pool, values)
+    found = np.zeros(len(values), dtype=bool)
+    inside = at < len(pool)
+    found[inside] = pool[at[inside]] == values[inside]
+    return found
 
 
 def _remove_stale(

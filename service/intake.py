@@ -63,9 +63,9 @@ class IntakeOptions:
     codes: CodePolicy = field(default_factory=CodePolicy)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Item:
-    """One item on its way through a batch."""
+    """One item on its way through a batch (a work record: equal only to itself)."""
 
     index: int
     raw: Any
@@ -82,6 +82,7 @@ class _Item:
     province_code: str | None = None  # of the commune the point was placed in
     log_province: str | None = None  # of the submission log row: the team's, when it has one
     payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
+    olc: str | None = None  # the point's address-code cell, when a code was planned
 
 
 def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
@@ -148,10 +149,10 @@ def submit(
         except (IntegrityError, psycopg2.IntegrityError) as exc:
             if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
                 continue  # a concurrent resend stored some ids first: the next pass yields
-            _fail(database, items, batch_id=batch_id, user=user)
+            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
             raise
         except Exception:
-            _fail(database, items, batch_id=batch_id, user=user)
+            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
             raise
     raise AssertionError("unreachable")
 
@@ -167,9 +168,16 @@ def _lost_race(exc: Exception) -> bool:
     return getattr(diag, "constraint_name", None) == "submissions_client_id_key"
 
 
-def _fail(database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User) -> None:
+def _fail(
+    database: Database,
+    items: list[_Item],
+    *,
+    batch_id: uuid.UUID,
+    team_province: str | None,
+    user: User,
+) -> None:
     log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
-    _record_failure(database, items, batch_id=batch_id, user=user)
+    _record_failure(database, items, batch_id=batch_id, team_province=team_province, user=user)
 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
@@ -258,25 +266,23 @@ def _process(
     index = cache.get(session)
     _validate(session, index, work, user=user)
     _reserve_ids(session, work, fresh)
-    matches = _find_duplicates(session, index, work, params)
+    matches = _find_duplicates(session, work, params)
     for item in work:
-        # The log row lives in the team's province (where a resend comes from); a team across
-        # provinces logs each item in the province its point fell in.
-        item.log_province = team_province or item.province_code
+        item.log_province = _log_province(item, team_province)
     claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
-    planned = _plan_codes(session, index, done, policy)
-    _write_households(session, index, done, user=user)
+    planned = _plan_codes(session, done, policy)
+    _write_households(session, done, user=user)
     codes.write(session, planned, reason="intake", returning=False)
     updated = [i.household_id for i in done if i.parsed.household_ref is not None]
     by_household = {i.household_id: i for i in done}
     for household_id, code in _codes_of(session, updated, policy, user=user).items():
         by_household[household_id].address_code = code
-    _record_duplicates(session, matches, work, done, params, user=user, policy=policy)
+    lost = [i for i in work if i.submission_id not in claimed]
+    _record_duplicates(session, matches, done, lost, params, user=user, policy=policy)
     for item in done:
         item.result = _result(item)
-    lost = [i for i in work if i.submission_id not in claimed]
     existing |= _existing(session, [i.parsed.id for i in lost if i.parsed.id is not None])
     for item in first:
         if item.result is None:
@@ -286,6 +292,12 @@ def _process(
     for item, original in repeats:
         item.result = _repeat_result(item, original)
     _audit_batch(session, items, done, batch_id=batch_id, user=user)
+
+
+def _log_province(item: _Item, team_province: str | None) -> str | None:
+    """The province of an item's log row: the team's (where a resend comes from); a team
+    across provinces logs each item in the province its point fell in (if it was placed)."""
+    return team_province or item.province_code
 
 
 def _split_repeats(items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, _Item]]]:
@@ -375,9 +387,7 @@ def _may_update(
     return hamlet in area[0] or commune in area[1]
 
 
-def _plan_codes(
-    session: Session, index: CachedIndex, done: list[_Item], policy: CodePolicy
-) -> list[codes.Planned]:
+def _plan_codes(session: Session, done: list[_Item], policy: CodePolicy) -> list[codes.Planned]:
     """Codes for the batch's new accepted households, in acceptance (request) order."""
     wanted = []
     for item in done:
@@ -395,7 +405,7 @@ def _plan_codes(
                 lon=p.lon,
                 postcode=placement.commune.postcode,
                 commune_unit_id=placement.commune.id,
-                province_code=index.province_of.get(placement.commune.id),
+                province_code=item.province_code,
                 submission_id=item.submission_id,
             )
         )
@@ -403,6 +413,7 @@ def _plan_codes(
     by_id = {i.household_id: i for i in done}
     for code in planned:
         by_id[code.wanted.household_id].address_code = code.issued.code
+        by_id[code.wanted.household_id].olc = code.issued.olc  # its cell: not encoded again
     return planned
 
 
@@ -421,7 +432,7 @@ def _codes_of(
 
 
 def _find_duplicates(
-    session: Session, index: CachedIndex, items: list[_Item], params: DedupeParams
+    session: Session, items: list[_Item], params: DedupeParams
 ) -> list[dedupe.Match]:
     """Each new household against the table and the rest of the batch; holds set on items.
 
@@ -429,7 +440,7 @@ def _find_duplicates(
     is on and the pair is exact, ``duplicate_linked``: it is merged into the older one).
     """
     new = [i for i in items if i.status != "rejected" and i.parsed.household_ref is None]
-    probes = [_probe(index, i) for i in new]
+    probes = [_probe(i) for i in new]
     matches = [m for m in dedupe.find_for_new(session, probes, params) if m.qualifies(params)]
     by_household = {i.household_id: i for i in new}
     holders: dict[int, list[dedupe.Match]] = {}
@@ -449,7 +460,7 @@ def _find_duplicates(
     return matches
 
 
-def _probe(index: CachedIndex, item: _Item) -> dedupe.Probe:
+def _probe(item: _Item) -> dedupe.Probe:
     p, h, placement = item.parsed, item.parsed.household, item.placement
     assert h is not None and placement is not None and placement.commune is not None
     assert p.lon is not None and p.lat is not None and item.household_id is not None
@@ -463,26 +474,25 @@ def _probe(index: CachedIndex, item: _Item) -> dedupe.Probe:
         kind=h.kind,
         accuracy_m=p.accuracy_m,
     )
-    province = index.province_of.get(placement.commune.id)
-    return dedupe.Probe(lon=p.lon, lat=p.lat, facts=facts, province_code=province)
+    return dedupe.Probe(lon=p.lon, lat=p.lat, facts=facts, province_code=item.province_code)
 
 
 def _record_duplicates(
     session: Session,
     matches: list[dedupe.Match],
-    work: list[_Item],
     done: list[_Item],
+    lost: list[_Item],
     params: DedupeParams,
     *,
     user: User,
     policy: CodePolicy,
 ) -> None:
-    """Store the candidates of the households written; hold or link as decided."""
+    """Store the candidates of the households written (not of those ``lost`` to a concurrent
+    resend); hold or link as decided."""
     if not matches:
         return
-    written = {id(i) for i in done}
-    lost = {i.household_id for i in work if id(i) not in written}
-    kept = [m for m in matches if m.a not in lost and m.b not in lost]
+    unwritten = {i.household_id for i in lost}
+    kept = [m for m in matches if m.a not in unwritten and m.b not in unwritten]
     ids = dedupe.store(session, kept)
     linked = {
         i.household_id: next(x.detail for x in i.issues if x.code == "duplicate_linked")
@@ -729,12 +739,10 @@ _HOUSEHOLD_FIELDS = (
 )
 
 
-def _write_households(
-    session: Session, index: CachedIndex, items: list[_Item], *, user: User
-) -> None:
+def _write_households(session: Session, items: list[_Item], *, user: User) -> None:
     """Create (or, for a household reference, update) the households of accepted/flagged items."""
     live = [i for i in items if i.status != "rejected"]
-    values = {i.index: _household_values(index, i, user=user) for i in live}
+    values = {i.index: _household_values(i, user=user) for i in live}
     new = [i for i in live if i.parsed.household_ref is None]
     updates = [i for i in live if i.parsed.household_ref is not None]
     if new:
@@ -751,7 +759,7 @@ def _write_households(
     _write_versions(session, versions, values, user=user)
 
 
-def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[str, Any]:
+def _household_values(item: _Item, *, user: User) -> dict[str, Any]:
     p, h, placement = item.parsed, item.parsed.household, item.placement
     assert h is not None and placement is not None and placement.commune is not None
     assert p.lat is not None and p.lon is not None
@@ -777,7 +785,7 @@ def _household_values(index: CachedIndex, item: _Item, *, user: User) -> dict[st
         "note": h.note,
         "issues": JsonValue([i.as_dict() for i in item.issues]),
         "captured_at": p.captured_at,
-        "olc": olc.encode(p.lat, p.lon, olc.CELL_DIGITS),
+        "olc": item.olc or olc.encode(p.lat, p.lon, olc.CELL_DIGITS),
     }
 
 
@@ -962,13 +970,19 @@ def _audit_batch(
 
 
 def _record_failure(
-    database: Database, items: list[_Item], *, batch_id: uuid.UUID, user: User
+    database: Database,
+    items: list[_Item],
+    *,
+    batch_id: uuid.UUID,
+    team_province: str | None,
+    user: User,
 ) -> None:
     """Keep the items of a failed batch visible (status ``error``) so nothing is lost."""
     try:
         with database.sessions() as session, session.begin():
             rows = [
                 (
+                    _log_province(i, team_province),
                     i.parsed.id,
                     batch_id,
                     i.index,
@@ -985,8 +999,9 @@ def _record_failure(
             ]
             execute_values(
                 _cursor(session),
-                "INSERT INTO submissions (client_id, batch_id, item_index, payload, "
-                "payload_sha256, user_id, team_id, captured_at, hamlet_code, status, error) "
+                "INSERT INTO submissions (province_code, client_id, batch_id, item_index, "
+                "payload, payload_sha256, user_id, team_id, captured_at, hamlet_code, status, "
+                "error) "
                 "VALUES %s ON CONFLICT (client_id) DO NOTHING",
                 rows,
                 page_size=max(len(rows), 1),

@@ -597,6 +597,38 @@ def test_pair_search_finds_exactly_the_pairs_within_their_radius(seed: int) -> N
     assert np.allclose(d, geo.dedupe.local_metres(lon[i], lat[i], lon[j], lat[j]))
 
 
+def test_pair_search_holds_from_the_south_to_the_north_of_vietnam() -> None:
+    # A degree of longitude is 8 % shorter at 23.3° N than at 8.6° N: measured at the mean
+    # latitude, the northern pair would look 61.7 m apart and fall outside the 60 m cap.
+    lat = np.array([8.6, 8.6, 23.3, 23.3])
+    east_m = np.array([0.0, 59.0, 0.0, 59.0])
+    lon = 105.0 + east_m / (geo.dedupe.M_PER_DEG_LON * np.cos(np.radians(lat)))
+    i, j, d = geo.dedupe.pairs_within_radius(lon, lat, [40.0] * 4)
+    assert (i.tolist(), j.tolist()) == ([0, 2], [1, 3])
+    assert d.round(3).tolist() == [59.0, 59.0]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pair_search_over_a_wide_latitude_range_is_exact(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # Clusters of points from 8° N to 23.4° N, each ~100 m across; accuracies on the band
+    # edges, where a pair's radius is the largest its bands can have.
+    centres = rng.uniform(8.0, 23.4, 30)
+    lat = np.repeat(centres, 12) + rng.uniform(0, 0.0009, 360)
+    lon = 105.0 + rng.uniform(0, 0.0009, 360)
+    accuracy = rng.choice([3.0, 8.0, 15.0, 40.0], 360)
+    i, j, _ = geo.dedupe.pairs_within_radius(lon, lat, accuracy)
+    expected = {
+        (a, b)
+        for a in range(360)
+        for b in range(a + 1, 360)
+        if float(geo.dedupe.local_metres(lon[a], lat[a], lon[b], lat[b]))
+        <= search_radius_m(float(accuracy[a]), float(accuracy[b]))
+    }
+    assert len(expected) > 100
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
+
+
 def test_pair_search_of_fewer_than_two_points_is_empty() -> None:
     for size in (0, 1):
         i, j, d = geo.dedupe.pairs_within_radius([105.6] * size, [10.4] * size, [5.0] * size)

@@ -6,11 +6,14 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import URL, select, text
+from sqlalchemy import URL, create_engine, select, text
 from sqlalchemy.orm import Session
 
+from geo.dedupe import DedupeParams
+from service import dedupe
 from service.app import create_app
 from service.models import AuditEvent, DuplicateCandidate, Household
 from service.settings import Settings
@@ -387,3 +390,109 @@ def test_merge_then_reopen_restores_both_households_exactly(
                 if before[hid][k] != after[hid][k]
             }
             assert not diff, (keep, hid, diff)
+
+
+# --- re-scan internals: reading the points, names and same-phone pairs --------------------
+
+
+def test_rescan_reads_points_and_names_in_one_snapshot(
+    client: TestClient,
+    surveyor: dict[str, str],
+    db: Session,
+    db_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = one(client, surveyor, at(0))["household_id"]
+    one(client, surveyor, at(30, name="Trần Thị Bình"))
+    read_points = dedupe._read_points
+
+    def renamed_meanwhile(cursor: Any, arguments: dict[str, Any]) -> memoryview:
+        data = read_points(cursor, arguments)
+        # An observation renames a household between the two reads, and commits.
+        engine = create_engine(db_url)
+        with engine.begin() as other:
+            other.execute(
+                text("UPDATE households SET head_name = 'Lê Văn Mới' WHERE id = :id"),
+                {"id": first},
+            )
+        engine.dispose()
+        return data
+
+    monkeypatch.setattr(dedupe, "_read_points", renamed_meanwhile)
+    points, names = dedupe._fetch_points(db, ["98001"], DedupeParams())
+    assert len(points) == 2
+    assert set(points["name"].tolist()) <= {h for h, _ in names}
+    assert "Lê Văn Mới" not in {name for _, name in names}
+    # The snapshot is over: the session reads (and writes) at the default level again.
+    assert db.scalar(text("SHOW transaction_isolation")) == "read committed"
+    assert db.scalar(text("SELECT head_name FROM households WHERE id = :id"), {"id": first}) == (
+        "Lê Văn Mới"
+    )
+
+
+def test_name_keys_of_households_missing_from_the_names_are_uncertain() -> None:
+    names = [(100, "Nguyễn Văn An"), (300, "Trần Thị Bình"), (-1, None)]
+    # 200 falls between two hashes read, 400 beyond the last: neither borrows a neighbour's.
+    keys = dedupe._name_keys_of(np.array([300, 200, 100, 400, -1], dtype=np.int64), names)
+    assert keys.uncertain is not None
+    assert keys.uncertain.tolist() == [False, True, False, True, False]
+    assert keys.given[[1, 3, 4]].tolist() == [-1, -1, -1]
+    assert keys.given[0] != keys.given[2] and min(keys.given[[0, 2]]) >= 0
+    nothing = dedupe._name_keys_of(np.array([7, 8], dtype=np.int64), [])
+    assert nothing.uncertain is not None and nothing.uncertain.tolist() == [True, True]
+    assert nothing.given.tolist() == [-1, -1]
+
+
+def test_same_phone_pairs_are_within_one_scanned_commune_and_not_found_already() -> None:
+    phones = np.array([5, 5, 5, 5, 6, 6, -1, -1, 5], dtype=np.int64)
+    slot = np.array([1, 1, 1, 2, 1, 1, 1, 1, 0], dtype=np.int64)
+    # (0, 2) was found by distance; 3 is in another commune, 8 outside those scanned.
+    left, right = dedupe._same_phone(phones, slot, np.array([0]), np.array([2]))
+    assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(0, 1), (1, 2), (4, 5)]
+    empty = dedupe._same_phone(phones[:0], slot[:0], np.array([], int), np.array([], int))
+    assert [len(part) for part in empty] == [0, 0]
+
+
+def _copy_data(rows: Any, *, extension: bytes = b"") -> bytes:
+    header = b"PGCOPY\n\xff\r\n\x00" + bytes(4) + len(extension).to_bytes(4, "big") + extension
+    return header + rows.tobytes() + b"\xff\xff"
+
+
+def _copy_rows(n: int) -> Any:
+    rows = np.zeros(n, dtype=dedupe._POINT_DTYPE)
+    rows["fields"] = 7
+    for name, kind in dedupe._POINT_COLUMNS:
+        rows[f"{name}_size"] = np.dtype(kind).itemsize
+    rows["id"] = np.arange(1, n + 1)
+    rows["lon"] = 105.6
+    return rows
+
+
+def test_binary_copy_rows_are_read_after_any_header_extension() -> None:
+    points = dedupe._parse_points(_copy_data(_copy_rows(3), extension=b"ext"))
+    assert points["id"].tolist() == [1, 2, 3] and points["lon"].tolist() == [105.6] * 3
+    assert len(dedupe._parse_points(_copy_data(_copy_rows(0)))) == 0
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda data: b"PGCOPY\n\xff\r\n\x01" + data[11:], "binary format"),
+        (lambda data: data[:15], "binary format"),
+        (lambda data: data[:-3] + data[-2:], "rows of"),
+        (lambda data: data[:-2], "rows of"),
+    ],
+)
+def test_binary_copy_in_another_format_is_refused_clearly(
+    spoil: Callable[[bytes], bytes], message: str
+) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        dedupe._parse_points(spoil(_copy_data(_copy_rows(2))))
+
+
+@pytest.mark.parametrize(("field", "value"), [("fields", 8), ("name_size", -1)])
+def test_binary_copy_rows_of_other_fields_are_refused_clearly(field: str, value: int) -> None:
+    rows = _copy_rows(3)
+    rows[field][1] = value  # another column count, or a NULL (length -1)
+    with pytest.raises(RuntimeError, match="7 fields"):
+        dedupe._parse_points(_copy_data(rows))

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from geo import olc
 from service.models import Household, HouseholdVersion, IntakeBatch, Submission
 from tests.service.conftest import C1, C2, H1, H2, count_rows  # noqa: F401  (the test area)
 
@@ -411,10 +412,9 @@ def test_households_list_filters_and_geojson(
     assert missing.status_code == 404 and missing.json()["code"] == "household_not_found"
 
 
-def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
-    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
-) -> None:
-    """A real database failure mid-batch (a trigger that raises), then a retry after the fix."""
+def _fail_household_inserts(db_url: Any) -> Any:
+    """A real database failure mid-batch: a trigger that raises on every new household.
+    Returns the engine that made it (``DROP TRIGGER boom ON households`` repairs it)."""
     from sqlalchemy import create_engine
 
     engine = create_engine(db_url)
@@ -427,6 +427,14 @@ def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
                 "FOR EACH ROW EXECUTE FUNCTION boom()"
             )
         )
+    return engine
+
+
+def test_a_failed_batch_keeps_its_items_and_a_retry_processes_them(
+    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
+) -> None:
+    """A real database failure mid-batch (a trigger that raises), then a retry after the fix."""
+    engine = _fail_household_inserts(db_url)
     items = [item(), item()]
     failed = post(client, surveyor, items)
     assert failed.status_code == 500
@@ -596,3 +604,37 @@ def test_every_intake_row_carries_its_province(
         )
     ).all()
     assert rows == [("98", "98", "98", "98")]
+
+
+def test_the_items_of_a_failed_batch_are_logged_in_the_team_province(
+    client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
+) -> None:
+    _fail_household_inserts(db_url).dispose()
+    assert post(client, surveyor, [item(), item(location=None)]).status_code == 500
+    rows = db.execute(text("SELECT status, province_code FROM submissions")).all()
+    assert rows == [("error", "98"), ("error", "98")]
+
+
+def test_every_new_household_stores_the_cell_of_its_point(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    # An accepted household (its cell comes with its address code) and a re-capture of it
+    # 3 m away, held as a possible duplicate (no code: its cell is encoded on its own).
+    first = item()
+    twin = item(
+        location__lat=10.41,
+        location__lon=105.605 + 3 / M_PER_DEG_LON,
+        household__phone="0912 345 678",
+    )
+    results = post(client, surveyor, [first, twin]).json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "flagged"]
+    rows = db.execute(
+        text(
+            "SELECT h.olc, ST_Y(h.geom), ST_X(h.geom), a.olc FROM households h "
+            "LEFT JOIN address_codes a ON a.household_id = h.id ORDER BY h.id"
+        )
+    ).all()
+    assert [cell for cell, lat, lon, _ in rows] == [
+        olc.encode(lat, lon, 11) for _, lat, lon, _ in rows
+    ]
+    assert [code_cell for *_, code_cell in rows] == [rows[0][0], None]
