@@ -16,7 +16,6 @@ one query per batch) and by ``rescan`` (``diachiso dedupe``) for a whole unit.
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +50,7 @@ from service import audit, codes
 from service.codes import CodePolicy
 from service.errors import BadRequestError, ConflictError, NotFoundError
 from service.models import User
+from service.pgcopy import copy_records, record_dtype
 from service.settings import Settings
 
 #: Households that take part in duplicate detection.
@@ -588,22 +588,7 @@ _POINT_COLUMNS = (
     ("phone", ">i8"),
     ("name", ">i8"),
 )
-# Each row: its field count, then each field's byte length and value.
-_POINT_DTYPE = np.dtype(
-    [
-        ("fields", ">i2"),
-        *(
-            item
-            for name, kind in _POINT_COLUMNS
-            for item in ((f"{name}_size", ">i4"), (name, kind))
-        ),
-    ]
-)
-# The binary COPY format: a signature, flags (4 bytes), the header extension's length (4
-# bytes) and the extension; the rows; a trailer, the field count -1.
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_COPY_HEADER = len(_COPY_SIGNATURE) + 8
-_COPY_TRAILER = b"\xff\xff"
+_POINT_DTYPE = record_dtype(_POINT_COLUMNS)
 # The box first, then the rows in it: with the box as a literal the planner sees how much of
 # the table it holds (a sub-select hid it, and a province-wide scan went through the GiST
 # index row by row).
@@ -626,12 +611,9 @@ def _hash(value: str) -> str:
 
 
 _POINTS_SQL = f"""
-COPY (
-    SELECT h.id, ST_X(h.geom), ST_Y(h.geom), coalesce(h.accuracy_m, 'NaN'),
-           coalesce(w.slot, 0)::int4,
-           {_hash("h.phone")}, {_hash("h.head_name")}
-    FROM {_SCOPE_SQL}
-) TO STDOUT (FORMAT binary)
+SELECT h.id, ST_X(h.geom), ST_Y(h.geom), coalesce(h.accuracy_m, 'NaN'),
+       coalesce(w.slot, 0)::int4, {_hash("h.phone")}, {_hash("h.head_name")}
+FROM {_SCOPE_SQL}
 """
 _NAMES_SQL = f"""
 SELECT {_hash("h.head_name")}, h.head_name FROM {_SCOPE_SQL}
@@ -656,10 +638,10 @@ def _fetch_points(
         if west is None:
             return np.empty(0, dtype=_POINT_DTYPE), []
         arguments |= {"west": west, "south": south, "east": east, "north": north}
-        data = _read_points(cursor, arguments)
+        points = copy_records(cursor, _POINTS_SQL, arguments, _POINT_DTYPE)
         cursor.execute(_NAMES_SQL, arguments)
         names = cursor.fetchall()
-    return _parse_points(data), names
+    return points, names
 
 
 @contextmanager
@@ -679,36 +661,6 @@ def _snapshot(session: Session) -> Iterator[Any]:
     finally:
         cursor.close()
     session.commit()
-
-
-def _read_points(cursor: Any, arguments: dict[str, Any]) -> memoryview:
-    """The binary COPY of ``_POINTS_SQL``."""
-    buffer = io.BytesIO()
-    cursor.copy_expert(cursor.mogrify(_POINTS_SQL, arguments).decode(), buffer)
-    return buffer.getbuffer()
-
-
-def _parse_points(data: bytes | memoryview) -> npt.NDArray[Any]:
-    """The rows of a binary COPY laid out as ``_POINT_DTYPE``; raises ``RuntimeError`` when
-    the data is laid out otherwise (another format, a column added, a NULL)."""
-    if bytes(data[: len(_COPY_SIGNATURE)]) != _COPY_SIGNATURE or len(data) < _COPY_HEADER + 2:
-        raise RuntimeError("re-scan: the households COPY is not PostgreSQL's binary format")
-    start = _COPY_HEADER + int.from_bytes(data[_COPY_HEADER - 4 : _COPY_HEADER], "big")
-    body = data[start : len(data) - len(_COPY_TRAILER)]
-    if bytes(data[-len(_COPY_TRAILER) :]) != _COPY_TRAILER or len(body) % _POINT_DTYPE.itemsize:
-        raise RuntimeError(
-            f"re-scan: the households COPY is not rows of {_POINT_DTYPE.itemsize} bytes"
-        )
-    points = np.frombuffer(body, dtype=_POINT_DTYPE)
-    sizes = {f"{name}_size": np.dtype(kind).itemsize for name, kind in _POINT_COLUMNS}
-    if (points["fields"] != len(_POINT_COLUMNS)).any() or any(
-        (points[field] != size).any() for field, size in sizes.items()
-    ):
-        raise RuntimeError(
-            f"re-scan: the households COPY rows are not the {len(_POINT_COLUMNS)} fields "
-            f"({', '.join(name for name, _ in _POINT_COLUMNS)}) of fixed width expected"
-        )
-    return points
 
 
 def _name_keys_of(

@@ -45,30 +45,39 @@ def fetch_records(
     (from :func:`record_dtype`), read with binary COPY in the session's transaction."""
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        buffer = io.BytesIO()
-        sql = cursor.mogrify(f"COPY ({query}) TO STDOUT (FORMAT binary)", dict(params)).decode()
-        cursor.copy_expert(sql, buffer)
+        return copy_records(cursor, query, params, dtype)
     finally:
         cursor.close()
+
+
+def copy_records(
+    cursor: Any, query: str, params: Mapping[str, Any], dtype: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    """:func:`fetch_records` through a raw psycopg2 cursor (e.g. one in a snapshot)."""
+    buffer = io.BytesIO()
+    sql = cursor.mogrify(f"COPY ({query}) TO STDOUT (FORMAT binary)", dict(params)).decode()
+    cursor.copy_expert(sql, buffer)
     return parse_records(buffer.getbuffer(), dtype)
 
 
 def parse_records(body: memoryview | bytes, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-    """A whole binary COPY stream as records, checked: header, trailer and every row's layout."""
+    """A whole binary COPY stream as records, checked: signature, header extension (skipped),
+    trailer, whole rows, and every row's field count and field widths (a NULL is -1)."""
     data = memoryview(body)
-    if bytes(data[: len(_SIGNATURE)]) != _SIGNATURE or bytes(data[-2:]) != _TRAILER:
-        raise CopyFormatError("not a binary COPY stream")
-    if int.from_bytes(data[len(_SIGNATURE) + 4 : _HEADER], "big") != 0:
-        raise CopyFormatError("binary COPY header extensions are not supported")
-    rows = data[_HEADER:-2]
-    if len(rows) % dtype.itemsize:
-        raise CopyFormatError("binary COPY rows do not match the expected columns")
+    if bytes(data[: len(_SIGNATURE)]) != _SIGNATURE or len(data) < _HEADER + len(_TRAILER):
+        raise CopyFormatError("not PostgreSQL's binary COPY format")
+    start = _HEADER + int.from_bytes(data[_HEADER - 4 : _HEADER], "big")
+    rows = data[start : len(data) - len(_TRAILER)]
+    if bytes(data[-len(_TRAILER) :]) != _TRAILER or len(rows) % dtype.itemsize:
+        raise CopyFormatError(f"binary COPY rows are not rows of {dtype.itemsize} bytes")
     records = np.frombuffer(rows, dtype=dtype)
-    names = [name for name in dtype.names or () if name != "fields" and name.endswith("_size")]
-    if (records["fields"] != len(names)).any():
-        raise CopyFormatError("binary COPY rows have another number of columns")
-    for size_name in names:
-        expected = dtype.fields[size_name.removesuffix("_size")][0].itemsize  # type: ignore[index]
-        if (records[size_name] != expected).any():  # -1 is NULL; another width another type
-            raise CopyFormatError(f"binary COPY column {size_name[:-5]} is NULL or not fixed-width")
+    columns = [name for name in dtype.names or () if name != "fields" and "_size" not in name]
+    widths = {name: dtype.fields[name][0].itemsize for name in columns}  # type: ignore[index]
+    if (records["fields"] != len(columns)).any() or any(
+        (records[f"{name}_size"] != width).any() for name, width in widths.items()
+    ):
+        raise CopyFormatError(
+            f"binary COPY rows are not the {len(columns)} fields ({', '.join(columns)}) of "
+            "fixed width expected (another column count, a NULL or another type)"
+        )
     return records

@@ -404,10 +404,10 @@ def test_rescan_reads_points_and_names_in_one_snapshot(
 ) -> None:
     first = one(client, surveyor, at(0))["household_id"]
     one(client, surveyor, at(30, name="Trần Thị Bình"))
-    read_points = dedupe._read_points
+    copy_records = dedupe.copy_records
 
-    def renamed_meanwhile(cursor: Any, arguments: dict[str, Any]) -> memoryview:
-        data = read_points(cursor, arguments)
+    def renamed_meanwhile(cursor: Any, *args: Any) -> Any:
+        data = copy_records(cursor, *args)
         # An observation renames a household between the two reads, and commits.
         engine = create_engine(db_url)
         with engine.begin() as other:
@@ -418,7 +418,7 @@ def test_rescan_reads_points_and_names_in_one_snapshot(
         engine.dispose()
         return data
 
-    monkeypatch.setattr(dedupe, "_read_points", renamed_meanwhile)
+    monkeypatch.setattr(dedupe, "copy_records", renamed_meanwhile)
     points, names = dedupe._fetch_points(db, ["98001"], DedupeParams())
     assert len(points) == 2
     assert set(points["name"].tolist()) <= {h for h, _ in names}
@@ -451,48 +451,3 @@ def test_same_phone_pairs_are_within_one_scanned_commune_and_not_found_already()
     assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(0, 1), (1, 2), (4, 5)]
     empty = dedupe._same_phone(phones[:0], slot[:0], np.array([], int), np.array([], int))
     assert [len(part) for part in empty] == [0, 0]
-
-
-def _copy_data(rows: Any, *, extension: bytes = b"") -> bytes:
-    header = b"PGCOPY\n\xff\r\n\x00" + bytes(4) + len(extension).to_bytes(4, "big") + extension
-    return header + rows.tobytes() + b"\xff\xff"
-
-
-def _copy_rows(n: int) -> Any:
-    rows = np.zeros(n, dtype=dedupe._POINT_DTYPE)
-    rows["fields"] = 7
-    for name, kind in dedupe._POINT_COLUMNS:
-        rows[f"{name}_size"] = np.dtype(kind).itemsize
-    rows["id"] = np.arange(1, n + 1)
-    rows["lon"] = 105.6
-    return rows
-
-
-def test_binary_copy_rows_are_read_after_any_header_extension() -> None:
-    points = dedupe._parse_points(_copy_data(_copy_rows(3), extension=b"ext"))
-    assert points["id"].tolist() == [1, 2, 3] and points["lon"].tolist() == [105.6] * 3
-    assert len(dedupe._parse_points(_copy_data(_copy_rows(0)))) == 0
-
-
-@pytest.mark.parametrize(
-    ("spoil", "message"),
-    [
-        (lambda data: b"PGCOPY\n\xff\r\n\x01" + data[11:], "binary format"),
-        (lambda data: data[:15], "binary format"),
-        (lambda data: data[:-3] + data[-2:], "rows of"),
-        (lambda data: data[:-2], "rows of"),
-    ],
-)
-def test_binary_copy_in_another_format_is_refused_clearly(
-    spoil: Callable[[bytes], bytes], message: str
-) -> None:
-    with pytest.raises(RuntimeError, match=message):
-        dedupe._parse_points(spoil(_copy_data(_copy_rows(2))))
-
-
-@pytest.mark.parametrize(("field", "value"), [("fields", 8), ("name_size", -1)])
-def test_binary_copy_rows_of_other_fields_are_refused_clearly(field: str, value: int) -> None:
-    rows = _copy_rows(3)
-    rows[field][1] = value  # another column count, or a NULL (length -1)
-    with pytest.raises(RuntimeError, match="7 fields"):
-        dedupe._parse_points(_copy_data(rows))

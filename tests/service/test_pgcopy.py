@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 from sqlalchemy.orm import Session
@@ -31,15 +34,15 @@ def test_no_rows_is_an_empty_array(db: Session) -> None:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("SELECT 1::int8, NULL::float8, 1::int4", "do not match|NULL or not fixed-width"),
+        ("SELECT 1::int8, NULL::float8, 1::int4", "rows of|3 fields"),
         (
             "SELECT 1::int8, NULL::float8, 1::int4 UNION ALL SELECT 2, 1, 2 UNION ALL "
             "SELECT 3, NULL, 1::int4 FROM generate_series(1, 7)",
-            "do not match|NULL or not fixed-width",
+            "rows of|3 fields",
         ),
-        ("SELECT 1::int8, 1::float4, 1::int4, 1::int4", "do not match|number of columns"),
-        ("SELECT 1::int8, 1::float8", "do not match|number of columns"),
-        ("SELECT 1::int4, 1::float8, 1::int8", "NULL or not fixed-width"),
+        ("SELECT 1::int8, 1::float4, 1::int4, 1::int4", "rows of|3 fields"),
+        ("SELECT 1::int8, 1::float8", "rows of|3 fields"),
+        ("SELECT 1::int4, 1::float8, 1::int8", "rows of|3 fields"),
     ],
 )
 def test_a_row_of_another_layout_is_refused_not_misread(
@@ -49,8 +52,47 @@ def test_a_row_of_another_layout_is_refused_not_misread(
         fetch_records(db, query, {}, DTYPE)
 
 
-def test_a_stream_that_is_not_binary_copy_is_refused() -> None:
-    with pytest.raises(CopyFormatError, match="not a binary COPY"):
-        parse_records(b"1\t2\t3\n", DTYPE)
-    with pytest.raises(CopyFormatError, match="not a binary COPY"):
-        parse_records(np.zeros(40, np.uint8).tobytes(), DTYPE)
+def _copy_data(rows: Any, *, extension: bytes = b"") -> bytes:
+    header = b"PGCOPY\n\xff\r\n\x00" + bytes(4) + len(extension).to_bytes(4, "big") + extension
+    return header + rows.tobytes() + b"\xff\xff"
+
+
+def _copy_rows(n: int) -> Any:
+    rows = np.zeros(n, dtype=DTYPE)
+    rows["fields"] = 3
+    for name, size in (("id", 8), ("x", 8), ("n", 4)):
+        rows[f"{name}_size"] = size
+    rows["id"] = np.arange(1, n + 1)
+    rows["x"] = 105.6
+    return rows
+
+
+def test_rows_are_read_after_any_header_extension() -> None:
+    records = parse_records(_copy_data(_copy_rows(3), extension=b"ext"), DTYPE)
+    assert records["id"].tolist() == [1, 2, 3] and records["x"].tolist() == [105.6] * 3
+    assert len(parse_records(_copy_data(_copy_rows(0)), DTYPE)) == 0
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda data: b"1\t2\t3\n", "binary COPY format"),
+        (lambda data: b"PGCOPY\n\xff\r\n\x01" + data[11:], "binary COPY format"),
+        (lambda data: data[:15], "binary COPY format"),
+        (lambda data: data[:-3] + data[-2:], "rows of"),
+        (lambda data: data[:-2], "rows of"),
+    ],
+)
+def test_a_stream_in_another_format_is_refused_clearly(
+    spoil: Callable[[bytes], bytes], message: str
+) -> None:
+    with pytest.raises(CopyFormatError, match=message):
+        parse_records(spoil(_copy_data(_copy_rows(2))), DTYPE)
+
+
+@pytest.mark.parametrize(("field", "value"), [("fields", 4), ("n_size", -1), ("x_size", 4)])
+def test_rows_of_other_fields_are_refused_clearly(field: str, value: int) -> None:
+    rows = _copy_rows(3)
+    rows[field][1] = value  # another column count, a NULL (length -1), another width
+    with pytest.raises(CopyFormatError, match="3 fields"):
+        parse_records(_copy_data(rows), DTYPE)
