@@ -108,7 +108,6 @@ class SnapshotCache(Generic[T]):
             )
             snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
             state = tuple(session.execute(text(_STATE)).one())
-            session.execute(text("SET LOCAL jit = off"))
             now = time.monotonic()
             if (
                 previous is not None
