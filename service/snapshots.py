@@ -2,21 +2,25 @@
 
 A :class:`SnapshotCache` remembers the snapshot its value was read in. It is current while no
 household changed after that snapshot (migration 0002's trigger stamps ``change_xid`` on every
-write, the same test incremental exports use), the units did not change (``admin_units_rev``),
-and the open duplicate pairs and rejected items, which carry no such stamp, are the same sets.
-Checking that costs two index lookups; reading the value again can cost a province-wide scan,
-so a cache may be given an ``update``: it receives the previous value and the snapshot it was
-read in, and reads only what changed since (see ``service.coverage``). A full read still
-happens when the units changed and at least every FULL_READ_S.
+write, the same test incremental exports use), the units did not change (``admin_units_rev``)
+and no unit's validity began or ended since (``valid_from`` / ``valid_to`` passing: no write
+marks it, so the read notes the next such time), and the open duplicate pairs and rejected
+items, which carry no such stamp, are the same sets. Checking that costs two index lookups;
+reading the value again can cost a province-wide scan, so a cache may be given an ``update``:
+it receives the previous value and the snapshot it was read in, and reads only what changed
+since (see ``service.coverage``). A full read still happens when the units changed or their
+validity did, and at least every FULL_READ_S.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import text
@@ -40,6 +44,16 @@ SELECT (SELECT rev FROM admin_units_rev),
         WHERE status = 'open'),
        (SELECT count(*) FROM submissions WHERE status = 'rejected')
 """
+# The next time a unit becomes valid or stops being valid: the set of units valid now changes
+# then without any write. now() is the transaction's start, as in the queries that read units.
+_NEXT_VALIDITY_CHANGE = """
+SELECT next_change, extract(epoch FROM next_change - now())
+FROM (
+    SELECT least(min(valid_from) FILTER (WHERE valid_from > now()),
+                 min(valid_to) FILTER (WHERE valid_to > now())) AS next_change
+    FROM admin_units
+) AS boundaries
+"""
 _CHANGED_SINCE = """
 SELECT EXISTS (
     SELECT 1 FROM households
@@ -56,6 +70,8 @@ class _Entry(Generic[T]):
     state: tuple[Any, ...]
     loaded_at: float  # monotonic time just before the snapshot was taken
     full_at: float
+    next_change: datetime | None  # the units' next validity boundary (database clock)
+    valid_until: float  # the same on the monotonic clock (early rather than late); or inf
 
 
 class SnapshotCache(Generic[T]):
@@ -127,18 +143,20 @@ class SnapshotCache(Generic[T]):
             )
             snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
             state = tuple(session.execute(text(_STATE)).one())
+            next_change, wait_s = session.execute(text(_NEXT_VALIDITY_CHANGE)).one()
             if (
                 previous is not None
                 and self._update is not None
-                and previous.state[0] == state[0]  # the same units revision
-                and started - previous.full_at < FULL_READ_S
+                and _may_update(previous, state, next_change, now=started)
             ):
                 value = self._update(session, previous.value, previous.snapshot)
                 full_at = previous.full_at
             else:
                 value, full_at = self._load(session), started
             session.rollback()
-        return _Entry(value, snapshot, state, started, full_at)
+        # now() is no earlier than ``started``: counted from there, the boundary comes early.
+        valid_until = math.inf if wait_s is None else started + float(wait_s)
+        return _Entry(value, snapshot, state, started, full_at, next_change, valid_until)
 
     def _refresh_in_background(self, database: Database, stale: _Entry[T]) -> None:
         with self._refresh_lock:
@@ -161,7 +179,26 @@ class SnapshotCache(Generic[T]):
             self._refreshing = False
 
 
+def _may_update(
+    previous: _Entry[Any],
+    state: tuple[Any, ...],
+    next_change: datetime | None,
+    *,
+    now: float,
+) -> bool:
+    """Whether ``previous`` may be brought up to date: its units are still the valid ones, and
+    its last full read is less than FULL_READ_S old."""
+    return (
+        previous.state[0] == state[0]  # the same units revision
+        # and no validity boundary passed since (a passed one is no longer the next)
+        and previous.next_change == next_change
+        and now - previous.full_at < FULL_READ_S
+    )
+
+
 def _is_current(session: Session, entry: _Entry[Any]) -> bool:
+    if time.monotonic() >= entry.valid_until:
+        return False  # a unit became valid or stopped being valid since the read
     if tuple(session.execute(text(_STATE)).one()) != entry.state:
         return False
     changed = session.execute(text(_CHANGED_SINCE), {"snapshot": entry.snapshot}).scalar_one()
