@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
 LEVELS = ("province", "district", "commune", "hamlet")
 #: Depth of each level in the tree; a child is deeper than its parent.
@@ -34,14 +33,17 @@ class Counts:
     last_captured_at: datetime | None = None
 
     def __add__(self, other: Counts) -> Counts:
-        last = [t for t in (self.last_captured_at, other.last_captured_at) if t is not None]
+        last = self.last_captured_at
+        if last is None or (other.last_captured_at is not None and other.last_captured_at > last):
+            last = other.last_captured_at
+        # Positional arguments: the roll-up adds once per leaf and unit, and keywords cost ~25%.
         return Counts(
-            captured=self.captured + other.captured,
-            accepted=self.accepted + other.accepted,
-            flagged=self.flagged + other.flagged,
-            rejected=self.rejected + other.rejected,
-            open_duplicates=self.open_duplicates + other.open_duplicates,
-            last_captured_at=max(last) if last else None,
+            self.captured + other.captured,
+            self.accepted + other.accepted,
+            self.flagged + other.flagged,
+            self.rejected + other.rejected,
+            self.open_duplicates + other.open_duplicates,
+            last,
         )
 
     def as_dict(self) -> dict[str, int | datetime | None]:
@@ -143,18 +145,12 @@ def roll_up(tree: UnitTree, leaves: Mapping[LeafKey, Counts]) -> dict[str, Count
     >>> totals["90001-01"].captured, totals["90001"].captured, totals["9"].flagged
     (2, 3, 1)
     """
-    sums: dict[str, list[Any]] = {}
+    totals: dict[str, Counts] = {}
     for key, counts in leaves.items():
-        values = (counts.captured, counts.accepted, counts.flagged, counts.rejected)
         for code in tree.units_of(key):
-            acc = sums.setdefault(code, [0, 0, 0, 0, 0, None])
-            for i, value in enumerate(values):
-                acc[i] += value
-            acc[4] += counts.open_duplicates
-            last = counts.last_captured_at
-            if last is not None and (acc[5] is None or last > acc[5]):
-                acc[5] = last
-    return {code: Counts(*acc) for code, acc in sums.items()}
+            known = totals.get(code)
+            totals[code] = counts if known is None else known + counts
+    return totals
 
 
 def expected_counts(tree: UnitTree) -> dict[str, int | None]:

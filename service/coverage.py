@@ -139,8 +139,6 @@ def load_households(
     session: Session, *, communes: Sequence[str | None] | None = None
 ) -> dict[LeafKey, Counts]:
     """Household counts per ``(commune_code, hamlet_code)``, of some communes or of all."""
-    # Many rows with cheap per-row work: JIT compilation would cost more than the query.
-    session.execute(text("SET LOCAL jit = off"))
     where, params = "TRUE", {}
     if communes is not None:
         where = "commune_code = ANY(:communes)"
@@ -343,7 +341,6 @@ def add_series(session: Session, tree: UnitTree, items: list[dict[str, Any]]) ->
     where, params = scope.where(alias="h")
     rejected_where, rejected_params = _rejected_scope(tree, scope).where(alias="s", name="rej")
     sql = _SERIES_SQL.format(scope=where, rejected_scope=rejected_where)
-    session.execute(text("SET LOCAL jit = off"))
     by_unit: dict[str, dict[date, list[int]]] = defaultdict(dict)
     by_team: dict[str, dict[str | None, dict[date, list[int]]]] = defaultdict(
         lambda: defaultdict(dict)

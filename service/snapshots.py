@@ -2,21 +2,25 @@
 
 A :class:`SnapshotCache` remembers the snapshot its value was read in. It is current while no
 household changed after that snapshot (migration 0002's trigger stamps ``change_xid`` on every
-write, the same test incremental exports use), the units did not change (``admin_units_rev``),
-and the open duplicate pairs and rejected items, which carry no such stamp, are the same sets.
-Checking that costs two index lookups; reading the value again can cost a province-wide scan,
-so a cache may be given an ``update``: it receives the previous value and the snapshot it was
-read in, and reads only what changed since (see ``service.coverage``). A full read still
-happens when the units changed and at least every FULL_READ_S.
+write, the same test incremental exports use), the units did not change (``admin_units_rev``)
+and no unit's validity began or ended since (``valid_from`` / ``valid_to`` passing: no write
+marks it, so the read notes the next such time), and the open duplicate pairs and rejected
+items, which carry no such stamp, are the same sets. Checking that costs two index lookups;
+reading the value again can cost a province-wide scan, so a cache may be given an ``update``:
+it receives the previous value and the snapshot it was read in, and reads only what changed
+since (see ``service.coverage``). A full read still happens when the units changed or their
+validity did, and at least every FULL_READ_S.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import text
@@ -40,6 +44,16 @@ SELECT (SELECT rev FROM admin_units_rev),
         WHERE status = 'open'),
        (SELECT count(*) FROM submissions WHERE status = 'rejected')
 """
+# The next time a unit becomes valid or stops being valid: the set of units valid now changes
+# then without any write. now() is the transaction's start, as in the queries that read units.
+_NEXT_VALIDITY_CHANGE = """
+SELECT next_change, extract(epoch FROM next_change - now())
+FROM (
+    SELECT least(min(valid_from) FILTER (WHERE valid_from > now()),
+                 min(valid_to) FILTER (WHERE valid_to > now())) AS next_change
+    FROM admin_units
+) AS boundaries
+"""
 _CHANGED_SINCE = """
 SELECT EXISTS (
     SELECT 1 FROM households
@@ -54,15 +68,18 @@ class _Entry(Generic[T]):
     value: T
     snapshot: str
     state: tuple[Any, ...]
-    loaded_at: float
+    loaded_at: float  # monotonic time just before the snapshot was taken
     full_at: float
+    next_change: datetime | None  # the units' next validity boundary (database clock)
+    valid_until: float  # the same on the monotonic clock (early rather than late); or inf
 
 
 class SnapshotCache(Generic[T]):
     """A value computed from the tables, kept until they change (then refreshed).
 
-    ``load`` runs in a read-only REPEATABLE READ transaction; the snapshot it read is kept and
-    compared with the households' change stamps on every :meth:`get`.
+    ``load`` runs in a read-only REPEATABLE READ transaction on a connection of its own; the
+    snapshot it read is kept and compared with the households' change stamps on every
+    :meth:`get`. One read runs at a time (besides a background refresh).
     """
 
     def __init__(
@@ -74,15 +91,21 @@ class SnapshotCache(Generic[T]):
         self._load = load
         self._update = update
         self._entry: _Entry[T] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for a whole read
+        self._refresh_lock = threading.Lock()  # held only to test and set _refreshing
         self._refreshing = False
 
     def get(self, database: Database, session: Session, *, max_stale_s: float = 0.0) -> T:
         """The current value; when the caller accepts ``max_stale_s``, one read less than that
         ago (unchecked while younger than ``FRESH_SHARE`` of it; else checked, and refreshed in
-        the background if stale); else read again now."""
+        the background if stale); else read again now.
+
+        Before waiting for a read, the session's transaction is committed (the caller must have
+        nothing pending), so the connection goes back to the pool meanwhile.
+        """
+        asked = time.monotonic()
         entry = self._entry
-        age = time.monotonic() - entry.loaded_at if entry is not None else 0.0
+        age = asked - entry.loaded_at if entry is not None else 0.0
         if entry is not None and age < max_stale_s * FRESH_SHARE:
             # Young enough for a caller that accepts staleness: not even checked. Under
             # continuous intake the check always fails, and refreshing on every request kept
@@ -91,15 +114,27 @@ class SnapshotCache(Generic[T]):
         if entry is not None and _is_current(session, entry):
             return entry.value
         if entry is not None and age <= max_stale_s:
-            self._refresh_in_background(database)
+            self._refresh_in_background(database, entry)
             return entry.value
+        # The read takes a connection of its own and may first wait for another one: a queue
+        # of requests each holding its connection while it waits could empty the pool.
+        if session.in_transaction():
+            session.commit()
+        return self._read_since(database, asked).value
+
+    def _read_since(self, database: Database, asked: float) -> _Entry[T]:
+        """An entry whose snapshot was taken after ``asked``: one another request read while
+        this one waited, else one read now."""
         with self._lock:
-            if self._entry is entry or self._entry is None:
-                self._entry = self._read(database, self._entry)
-            return self._entry.value
+            entry = self._entry
+            # One that started before ``asked`` may miss a write the caller already saw.
+            if entry is None or entry.loaded_at < asked:
+                entry = self._entry = self._read(database, entry)
+            return entry
 
     def _read(self, database: Database, previous: _Entry[T] | None) -> _Entry[T]:
         with database.sessions() as session:
+            started = time.monotonic()
             session.connection(
                 execution_options={
                     "isolation_level": "REPEATABLE READ",
@@ -108,35 +143,35 @@ class SnapshotCache(Generic[T]):
             )
             snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
             state = tuple(session.execute(text(_STATE)).one())
-            session.execute(text("SET LOCAL jit = off"))
-            now = time.monotonic()
+            next_change, wait_s = session.execute(text(_NEXT_VALIDITY_CHANGE)).one()
             if (
                 previous is not None
                 and self._update is not None
-                and previous.state[0] == state[0]  # the same units revision
-                and now - previous.full_at < FULL_READ_S
+                and _may_update(previous, state, next_change, now=started)
             ):
                 value = self._update(session, previous.value, previous.snapshot)
                 full_at = previous.full_at
             else:
-                value, full_at = self._load(session), now
+                value, full_at = self._load(session), started
             session.rollback()
-        return _Entry(value, snapshot, state, now, full_at)
+        # now() is no earlier than ``started``: counted from there, the boundary comes early.
+        valid_until = math.inf if wait_s is None else started + float(wait_s)
+        return _Entry(value, snapshot, state, started, full_at, next_change, valid_until)
 
-    def _refresh_in_background(self, database: Database) -> None:
-        with self._lock:
+    def _refresh_in_background(self, database: Database, stale: _Entry[T]) -> None:
+        with self._refresh_lock:
             if self._refreshing:
                 return
             self._refreshing = True
-        threading.Thread(target=self._refresh, args=(database,), daemon=True).start()
+        threading.Thread(target=self._refresh, args=(database, stale), daemon=True).start()
 
-    def _refresh(self, database: Database) -> None:
+    def _refresh(self, database: Database, stale: _Entry[T]) -> None:
         try:
+            if self._entry is not stale:
+                return  # a request read it again meanwhile
+            entry = self._read(database, stale)
             with self._lock:
-                previous = self._entry
-            entry = self._read(database, previous)
-            with self._lock:
-                if self._entry is previous:
+                if self._entry is stale:
                     self._entry = entry
         except Exception:
             log.exception("refreshing a tile cache failed")
@@ -144,7 +179,26 @@ class SnapshotCache(Generic[T]):
             self._refreshing = False
 
 
+def _may_update(
+    previous: _Entry[Any],
+    state: tuple[Any, ...],
+    next_change: datetime | None,
+    *,
+    now: float,
+) -> bool:
+    """Whether ``previous`` may be brought up to date: its units are still the valid ones, and
+    its last full read is less than FULL_READ_S old."""
+    return (
+        previous.state[0] == state[0]  # the same units revision
+        # and no validity boundary passed since (a passed one is no longer the next)
+        and previous.next_change == next_change
+        and now - previous.full_at < FULL_READ_S
+    )
+
+
 def _is_current(session: Session, entry: _Entry[Any]) -> bool:
+    if time.monotonic() >= entry.valid_until:
+        return False  # a unit became valid or stopped being valid since the read
     if tuple(session.execute(text(_STATE)).one()) != entry.state:
         return False
     changed = session.execute(text(_CHANGED_SINCE), {"snapshot": entry.snapshot}).scalar_one()

@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from service import coverage
-from service.deps import AnyUser, SessionDep
+from service.db import Database
+from service.deps import AnyUser, SessionDep, get_database
 from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
 from service.schemas import Level, Page
 from service.snapshots import SnapshotCache
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])
 
+DatabaseDep = Annotated[Database, Depends(get_database)]
 Series = Annotated[
     Literal["daily"] | None, Query(description="`daily`: add per-day and per-team series")
 ]
@@ -69,6 +71,7 @@ class CoverageOut(BaseModel):
 @router.get("", response_model=Page[CoverageOut], summary="Coverage of units")
 def list_coverage(
     request: Request,
+    database: DatabaseDep,
     session: SessionDep,
     user: AnyUser,
     level: Level | None = None,
@@ -90,7 +93,9 @@ def list_coverage(
         limit=limit,
         series=series == "daily",
     )
-    items, more = coverage.coverage_page(session, current_coverage(request, session), query)
+    items, more = coverage.coverage_page(
+        session, current_coverage(request, database, session), query
+    )
     next_cursor = encode_cursor({"code": items[-1]["code"]}) if more else None
     return {"items": items, "next_cursor": next_cursor}
 
@@ -99,16 +104,19 @@ def list_coverage(
 def get_coverage(
     request: Request,
     code: Annotated[str, Path(max_length=32, description="Unit code of any level")],
+    database: DatabaseDep,
     session: SessionDep,
     user: AnyUser,
     series: Series = None,
 ) -> dict[str, Any]:
     """One unit valid now, with its series when asked."""
-    units = current_coverage(request, session)
+    units = current_coverage(request, database, session)
     return coverage.coverage_one(session, units, code, series=series == "daily")
 
 
-def current_coverage(request: Request, session: Session) -> coverage.UnitCoverage:
+def current_coverage(
+    request: Request, database: Database, session: Session
+) -> coverage.UnitCoverage:
     """Every unit's coverage as of now (the cached one only when nothing changed since)."""
     cache: SnapshotCache[coverage.UnitCoverage] = request.app.state.coverage_cache
-    return cache.get(request.app.state.database, session)
+    return cache.get(database, session)

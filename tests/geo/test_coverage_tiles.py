@@ -49,6 +49,23 @@ def test_a_leaf_counts_in_its_hamlet_commune_and_ancestors(
     assert TREE.units_of(key) == units
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "last"),
+    [
+        (None, None, None),
+        (T1, None, T1),
+        (None, T1, T1),
+        (T1, T2, T2),
+        (T2, T1, T2),
+    ],
+)
+def test_adding_counts_sums_them_and_keeps_the_newest_capture(
+    first: datetime | None, second: datetime | None, last: datetime | None
+) -> None:
+    total = Counts(3, 2, 1, 0, 1, first) + Counts(1, 1, 0, 2, 5, second)
+    assert total == Counts(4, 3, 1, 2, 6, last)
+
+
 def test_roll_up_adds_counts_and_keeps_the_newest_capture() -> None:
     leaves = {
         ("90001", "90001-01"): Counts(3, 2, 1, 0, 1, T1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -133,6 +135,28 @@ def test_units_valid_now_only(client: TestClient, campaign: Campaign, db: Sessio
     assert set(hamlets) == {"98001-01"}
     # Its household still counts in the commune (its commune_code is 98001).
     assert coverage(client, campaign.reviewer, parent="98")["98001"]["captured"] == 6
+
+
+def test_units_come_and_go_as_their_validity_begins_and_ends(
+    client: TestClient, campaign: Campaign, db: Session
+) -> None:
+    soon = db.execute(
+        text(
+            "UPDATE admin_units SET valid_to = now() + interval '3 seconds' "
+            "WHERE code = '98001-02' RETURNING valid_to"
+        )
+    ).scalar_one()
+    db.execute(
+        text("UPDATE admin_units SET valid_from = :soon WHERE code = '98002-01'"), {"soon": soon}
+    )
+    db.commit()
+    assert set(coverage(client, campaign.reviewer, level="hamlet")) == {"98001-01", "98001-02"}
+    # Nothing is written meanwhile: only the clock passes the boundary.
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.2)
+    hamlets = coverage(client, campaign.reviewer, level="hamlet")
+    assert set(hamlets) == {"98001-01", "98002-01"}
+    assert hamlets["98002-01"]["captured"] == 3
+    assert_matches_tables(coverage(client, campaign.reviewer, parent="98"), db)
 
 
 def test_pages_by_code(client: TestClient, campaign: Campaign) -> None:
