@@ -82,9 +82,8 @@ def _file(name: str, media_type: str, *, headers: dict[str, str] | None = None) 
 @router.get("/api/v1/capture/config", response_model=CaptureConfigOut, summary="Capture set-up")
 def capture_config(session: SessionDep, settings: SettingsDep, user: Surveyor) -> dict[str, Any]:
     """Who captures, the team's hamlets valid now and the GPS accuracy to wait for."""
-    me = {**accounts.user_out(session, user), "area": accounts.team_units(session, user.team_id)}
     return {
-        "user": me,
+        "user": accounts.me_out(session, user),
         "accuracy_target_m": settings.capture_accuracy_m,
         "accuracy_warn_m": settings.accuracy_warn_m,
         "accuracy_hard_m": settings.accuracy_hard_m,
