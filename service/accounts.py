@@ -182,6 +182,11 @@ def list_users(session: Session, *, after_id: int = 0, limit: int | None = None)
     return list(session.scalars(query))
 
 
+def me_out(session: Session, user: User) -> dict[str, Any]:
+    """The API shape of the token's own user: :func:`user_out` plus the team's area."""
+    return {**user_out(session, user), "area": team_units(session, user.team_id)}
+
+
 def user_out(session: Session, user: User) -> dict[str, Any]:
     """The API shape of a user (no secrets)."""
     team = session.get(Team, user.team_id) if user.team_id else None

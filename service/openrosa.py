@@ -25,8 +25,6 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import orjson
 import segno
-from pyxform.xls2json_backends import md_to_dict
-from pyxform.xls2xform import convert
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -109,6 +107,10 @@ def team_form(team_name: str, hamlets: Sequence[Hamlet], *, options: FormOptions
 @functools.lru_cache(maxsize=256)
 def _build_form(team_name: str, hamlets: tuple[Hamlet, ...], options: FormOptions) -> Form:
     # Converting takes ~15 ms; teams and their units change rarely, so keep recent forms.
+    # pyxform is imported here, not with the module: it costs every process ~0.5 s of
+    # start-up (each worker, each CLI command) and only the form endpoints use it.
+    from pyxform.xls2xform import convert
+
     source, source_digest = _source()
     book = copy.deepcopy(source)
     book["choices"] = [r for r in book["choices"] if r["list_name"] not in _UNIT_LISTS]
@@ -129,6 +131,8 @@ def _build_form(team_name: str, hamlets: tuple[Hamlet, ...], options: FormOption
 @functools.cache
 def _source() -> tuple[dict[str, Any], str]:
     """The XLSForm as pyxform's workbook dict, and the SHA-256 of its file."""
+    from pyxform.xls2json_backends import md_to_dict
+
     data = FORM_SOURCE.read_bytes()
     return dict(md_to_dict(data.decode("utf-8"))), hashlib.sha256(data).hexdigest()
 

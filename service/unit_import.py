@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from geo.boundaries import (
-    MAX_FEATURE_VERTICES,
     UnitFeature,
     UnitLayer,
     read_units,
@@ -69,7 +68,7 @@ class ImportLimits:
 
     max_uncompressed_bytes: int
     overlap_min_area_m2: float
-    max_feature_vertices: int = MAX_FEATURE_VERTICES
+    max_feature_vertices: int
 
 
 @dataclass

@@ -4,9 +4,22 @@ The country runs on Citus with the large tables distributed by ``province_code``
 (docs/scaling.md). ``households``, ``submissions``, ``duplicate_candidates`` and
 ``address_codes`` carry it already; ``household_versions`` and ``intake_batches`` get it here,
 nullable (intake writes them with COPY of explicit column lists, and filling the new column
-is intake's job: see docs/scaling.md). Existing rows are filled from their households, and
-``submissions.province_code``, which intake has so far left empty, from the household or the
-commune it names.
+is intake's job: see docs/scaling.md).
+
+Existing rows are filled from what they name, which is not always what intake writes from
+this revision on (intake decides by the team, whose area at the time of an old batch is no
+longer known):
+
+* ``household_versions``: the household's current province. Intake writes the province of the
+  commune the observation was placed in, the same except for a late observation
+  (``submission_late``) placed in another province than the household's.
+* ``submissions`` (so far left empty by intake): the household's province, else that of the
+  commune the item was placed in (the version valid at capture time); NULL for an item placed
+  nowhere. Intake writes the team's province when the team's area lies in one province, and
+  only otherwise the placed commune's: an item of a one-province team placed in another
+  province, or rejected unplaced, gets the team's.
+* ``intake_batches``: the lowest province code among the batch's submissions; NULL when none
+  has one. Intake writes the team's province, NULL for a team across provinces.
 
 ``households_flagged_idx`` keeps the review queue (``/metrics``, the review page) an index
 count instead of a scan of every household; only flagged rows enter it.

@@ -96,5 +96,4 @@ def rotate_token(user_id: int, session: SessionDep, user: AdminUser) -> dict[str
 @router.get("/me", response_model=MeOut, summary="Who am I")
 def me(session: SessionDep, user: AnyUser) -> dict[str, Any]:
     """The token's user, role, team and area (unit codes)."""
-    out = accounts.user_out(session, user)
-    return {**out, "area": accounts.team_units(session, user.team_id)}
+    return accounts.me_out(session, user)

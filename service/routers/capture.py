@@ -20,6 +20,7 @@ from service.deps import AdminUser, RoleGuard, SessionDep, SettingsDep
 from service.errors import BadRequestError, NotFoundError
 from service.models import Team, User
 from service.routers.openrosa import base_url
+from service.routers.pages import page_headers
 from service.schemas import CaptureConfigOut, CollectSettingsOut
 from service.settings import Settings
 
@@ -47,9 +48,9 @@ Surveyor = Annotated[User, Depends(SURVEYOR)]
 
 
 @router.get("/capture", include_in_schema=False)
-def capture_page() -> FileResponse:
+def capture_page(settings: SettingsDep) -> FileResponse:
     """The mobile capture page (Vietnamese, offline queue)."""
-    return _file("index.html", _HTML)
+    return _file("index.html", _HTML, headers=page_headers(settings))
 
 
 @router.get("/capture/{asset}", include_in_schema=False)
@@ -64,9 +65,9 @@ def capture_asset(asset: str) -> FileResponse:
 
 
 @router.get("/collect", include_in_schema=False)
-def collect_page() -> FileResponse:
+def collect_page(settings: SettingsDep) -> FileResponse:
     """The ODK Collect set-up page: a surveyor's settings QR code."""
-    return _file("collect.html", _HTML)
+    return _file("collect.html", _HTML, headers=page_headers(settings))
 
 
 def _file(name: str, media_type: str, *, headers: dict[str, str] | None = None) -> FileResponse:
@@ -81,9 +82,8 @@ def _file(name: str, media_type: str, *, headers: dict[str, str] | None = None) 
 @router.get("/api/v1/capture/config", response_model=CaptureConfigOut, summary="Capture set-up")
 def capture_config(session: SessionDep, settings: SettingsDep, user: Surveyor) -> dict[str, Any]:
     """Who captures, the team's hamlets valid now and the GPS accuracy to wait for."""
-    me = {**accounts.user_out(session, user), "area": accounts.team_units(session, user.team_id)}
     return {
-        "user": me,
+        "user": accounts.me_out(session, user),
         "accuracy_target_m": settings.capture_accuracy_m,
         "accuracy_warn_m": settings.accuracy_warn_m,
         "accuracy_hard_m": settings.accuracy_hard_m,

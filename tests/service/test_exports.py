@@ -94,6 +94,43 @@ def test_csv_opens_in_excel_with_vietnamese_text(
     assert response.headers["x-export-id"] == str(manifest.id)
 
 
+#: (head_name, house_number, street) as captured, and what the CSV cells hold.
+FORMULAS = [
+    (('=HYPERLINK("http://x.example","Xem")', "12/3", "Hẻm 5"),
+     ('\'=HYPERLINK("http://x.example","Xem")', "12/3", "Hẻm 5")),
+    (("Nguyễn Văn An", "-12", "+84 Lê Lợi"), ("Nguyễn Văn An", "'-12", "'+84 Lê Lợi")),
+    (("@SUM(1)", None, "Đường 3/2 = 2"), ("'@SUM(1)", "", "Đường 3/2 = 2")),
+]  # fmt: skip
+
+
+def test_csv_cells_of_free_text_never_open_as_formulas(
+    client: TestClient, surveyor: dict[str, str], postal: dict[str, str], db: Session
+) -> None:
+    items = [household_at(n) for n in range(len(FORMULAS))]
+    for n, ((name, number, street), _) in enumerate(FORMULAS):
+        typed = {"head_name": name, "house_number": number, "street": street}
+        items[n]["household"] |= typed | {"phone": f"+84 912 000 00{n}"}
+    results = post(client, surveyor, items).json()["results"]
+    assert {r["status"] for r in results} == {"accepted"}, results
+    # Unit names come from imports, and intake trims text: these reach the unit and row directly.
+    db.execute(text("UPDATE admin_units SET name = '-Ấp 1' WHERE code = '98001-01'"))
+    db.execute(text("UPDATE households SET street = chr(9) || 'Kênh' WHERE id = :id"),
+               {"id": results[0]["household_id"]})  # fmt: skip
+    db.commit()
+    rows = _rows(export(client, postal, "csv"))
+    cells = [(r["head_name"], r["house_number"], r["street"]) for r in rows]
+    assert cells == [(FORMULAS[0][1][0], "12/3", "'\tKênh"), *(e for _, e in FORMULAS[1:])]
+    assert {r["hamlet_name"] for r in rows} == {"'-Ấp 1"}
+    assert rows[1]["postal_address"] == "'-12 +84 Lê Lợi, -Ấp 1, Xã Một, Tỉnh Thử"
+    # Codes, numbers and phones are never touched: a phone typed +84… is stored as 0….
+    assert [r["phone"] for r in rows] == ["0912000000", "0912000001", "0912000002"]
+    assert all(r["hamlet_code"] == "98001-01" and float(r["lon"]) > 0 for r in rows)
+    # GeoJSON is data, not a spreadsheet: the text as captured.
+    features = json.loads(export(client, postal, "geojson").content)["features"]
+    assert features[1]["properties"]["house_number"] == "-12"
+    assert features[0]["properties"]["street"] == "\tKênh"
+
+
 def test_geojson_is_rfc7946_and_gdal_reads_it(
     client: TestClient, postal: dict[str, str], captured: Any, tmp_path: Path
 ) -> None:

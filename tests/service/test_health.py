@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import URL, create_engine
 
 from service import migrate
 from service.app import create_app
+from service.db import open_database
 from service.settings import Settings
 
 
@@ -100,6 +104,27 @@ def test_a_database_outage_is_a_503_problem(settings: Settings) -> None:
         response = client.get("/api/v1/me", headers={"Authorization": "Bearer dcs_x"})
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
+
+
+def test_an_exhausted_pool_is_a_503_database_busy_problem(
+    settings: Settings, make_token: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {make_token('admin')}"}
+    # A real pool of one connection that waits half a second for a free one.
+    database = open_database(settings, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    try:
+        with TestClient(create_app(settings, database=database)) as client:
+            with database.engine.connect():  # the pool's only connection, held elsewhere
+                busy = client.get("/api/v1/me", headers=headers)
+            freed = client.get("/api/v1/me", headers=headers)
+    finally:
+        database.close()
+    assert busy.status_code == 503
+    assert busy.headers["content-type"] == "application/problem+json"
+    assert busy.json()["code"] == "database_busy" and busy.json()["status"] == 503
+    assert "QueuePool" not in busy.text  # the pool's own message stays in the log
+    assert any("503 database busy" in r.getMessage() for r in caplog.records)
+    assert freed.status_code == 200  # the pool serves again once a connection is back
 
 
 def test_production_refuses_the_placeholder_password() -> None:

@@ -1,4 +1,4 @@
-"""Hostile input: each entry of the corpus gets a clear 4xx and leaves no row behind.
+"""Hostile input: each refusal is a clear 4xx that leaves no row behind.
 
 The corpus is a set of tables, one per way in: JSON bodies, hostile items inside a valid batch
 (the one place where the answer is 200: PRODUCT.md judges only the envelope as a whole and
@@ -209,6 +209,9 @@ BODIES = [
     pytest.param("POST", "/api/v1/submissions", "surveyor",
                  b'{"submissions": [{"location": {"lat": Infinity, "lon": 105.6}}]}', JSON,
                  400, "json_invalid", id="batch-infinity"),
+    pytest.param("POST", "/api/v1/submissions", "surveyor",
+                 b'{"submissions": [{"note": "a\x00b"}]}', JSON, 400, "json_invalid",
+                 id="batch-nul-byte"),
     pytest.param("POST", "/api/v1/teams", "admin", b'{"name": "T\\u0000"}', JSON, 422,
                  "request_invalid", id="nul-escape"),
     pytest.param("POST", "/api/v1/teams", "admin", b'{"name": "T\x00"}', JSON, 422,
