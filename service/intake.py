@@ -754,7 +754,7 @@ def _write_households(session: Session, items: list[_Item], *, user: User) -> No
             rows.append((item.household_id, *fields, geom, item.address_code))
         columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code")
         copy_rows(_cursor(session), "households", columns, rows)
-    versions = [(i, 1, "submission") for i in new]
+    versions = [(i, 1, "submission", values[i.index]["province_code"]) for i in new]
     versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
     _write_versions(session, versions, values, user=user)
 
@@ -789,8 +789,12 @@ def _household_values(item: _Item, *, user: User) -> dict[str, Any]:
     }
 
 
-def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> tuple[int, str]:
-    """Apply another observation to an existing household: its version number and reason.
+def _update_household(
+    session: Session, item: _Item, values: dict[str, Any]
+) -> tuple[int, str, str | None]:
+    """Apply another observation to an existing household: its version number, reason, and
+    the household's province after it (the version row's, so that it lives with its
+    household wherever the observation's point fell).
 
     Phones sync late, so observations arrive out of capture order: one captured before the
     household's current state is kept in the history (reason ``submission_late``) but does
@@ -799,25 +803,29 @@ def _update_household(session: Session, item: _Item, values: dict[str, Any]) -> 
     values = {**values, "issues": _dumps(values["issues"].value)}
     sets = ", ".join(f"{name} = :{name}" for name in _HOUSEHOLD_FIELDS)
     params = {**values, "lon": item.parsed.lon, "lat": item.parsed.lat, "id": item.household_id}
-    version = session.execute(
+    row = session.execute(
         text(
             f"UPDATE households SET {sets}, geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
-            "version = version + 1 WHERE id = :id AND captured_at <= :captured_at RETURNING version"
+            "version = version + 1 WHERE id = :id AND captured_at <= :captured_at "
+            "RETURNING version, province_code"
         ),
         params,
-    ).scalar_one_or_none()
-    if version is not None:
-        return int(version), "submission"
-    version = session.execute(
-        text("UPDATE households SET version = version + 1 WHERE id = :id RETURNING version"),
+    ).one_or_none()
+    if row is not None:
+        return int(row[0]), "submission", row[1]
+    version, province = session.execute(
+        text(
+            "UPDATE households SET version = version + 1 WHERE id = :id "
+            "RETURNING version, province_code"
+        ),
         {"id": item.household_id},
-    ).scalar_one()
-    return int(version), "submission_late"
+    ).one()
+    return int(version), "submission_late", province
 
 
 def _write_versions(
     session: Session,
-    versions: list[tuple[_Item, int, str]],
+    versions: list[tuple[_Item, int, str, str | None]],
     values: dict[int, dict[str, Any]],
     *,
     user: User,
@@ -833,9 +841,9 @@ def _write_versions(
             user.id,
             reason,
             JsonValue(_snapshot(i, values[i.index])),
-            values[i.index]["province_code"],
+            province,
         )
-        for i, v, reason in versions
+        for i, v, reason, province in versions
     ]
     columns = (
         "household_id",
@@ -847,7 +855,7 @@ def _write_versions(
         "province_code",
     )
     copy_rows(_cursor(session), "household_versions", columns, rows)
-    for item, version, _ in versions:
+    for item, version, *_ in versions:
         if version > 1:
             audit.record(
                 session,

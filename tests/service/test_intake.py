@@ -606,6 +606,26 @@ def test_every_intake_row_carries_its_province(
     assert rows == [("98", "98", "98", "98")]
 
 
+def test_a_late_observation_is_versioned_in_its_households_province(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    # A version lives with its household (one shard), not where the late point fell.
+    hid = one(client, surveyor, item())["household_id"]
+    db.execute(text("UPDATE households SET province_code = '97' WHERE id = :id"), {"id": hid})
+    db.commit()
+    older = item(household_id=hid)
+    older["captured_at"] = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert one(client, surveyor, older)["status"] == "accepted"
+    rows = db.execute(
+        text(
+            "SELECT version, reason, province_code FROM household_versions "
+            "WHERE household_id = :id ORDER BY version"
+        ),
+        {"id": hid},
+    ).all()
+    assert rows == [(1, "submission", "98"), (2, "submission_late", "97")]
+
+
 def test_the_items_of_a_failed_batch_are_logged_in_the_team_province(
     client: TestClient, surveyor: dict[str, str], db: Session, db_url: Any
 ) -> None:
