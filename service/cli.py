@@ -86,8 +86,8 @@ def serve(
     settings = _settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     options = ServeOptions(
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host if host is None else host,
+        port=settings.port if port is None else port,
         log_level=settings.log_level,
         log_format=settings.log_format,
         forwarded_allow_ips=settings.forwarded_allow_ips,

@@ -95,12 +95,15 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 #: Text people typed or named (households at intake, units at import): in CSV, a cell of these
-#: that begins like a formula gets a leading ``'`` (see :func:`_csv_cell`). Codes, numbers,
+#: that begins like a formula gets a leading ``'`` (see :func:`_csv_cell`). ``hamlet_code`` is
+#: among them: a household flagged ``hamlet_unknown`` keeps the code its surveyor typed (a real
+#: code never starts like a formula, so it is never changed). Other codes, numbers,
 #: coordinates and the enums are never changed: a negative coordinate must stay a number, and
 #: phones are stored as ``0`` + digits (``+84 …`` is normalised at intake).
 FREE_TEXT_COLUMNS = frozenset(
     {
         "head_name",
+        "hamlet_code",
         "house_number",
         "street",
         "hamlet_name",

@@ -116,6 +116,9 @@ def test_csv_cells_of_free_text_never_open_as_formulas(
     db.execute(text("UPDATE admin_units SET name = '-Ấp 1' WHERE code = '98001-01'"))
     db.execute(text("UPDATE households SET street = chr(9) || 'Kênh' WHERE id = :id"),
                {"id": results[0]["household_id"]})  # fmt: skip
+    # A hamlet_unknown household keeps the hamlet code its surveyor typed.
+    db.execute(text("UPDATE households SET hamlet_code = '=1+1' WHERE id = :id"),
+               {"id": results[2]["household_id"]})  # fmt: skip
     db.commit()
     rows = _rows(export(client, postal, "csv"))
     cells = [(r["head_name"], r["house_number"], r["street"]) for r in rows]
@@ -124,7 +127,8 @@ def test_csv_cells_of_free_text_never_open_as_formulas(
     assert rows[1]["postal_address"] == "'-12 +84 Lê Lợi, -Ấp 1, Xã Một, Tỉnh Thử"
     # Codes, numbers and phones are never touched: a phone typed +84… is stored as 0….
     assert [r["phone"] for r in rows] == ["0912000000", "0912000001", "0912000002"]
-    assert all(r["hamlet_code"] == "98001-01" and float(r["lon"]) > 0 for r in rows)
+    assert [r["hamlet_code"] for r in rows] == ["98001-01", "98001-01", "'=1+1"]
+    assert all(float(r["lon"]) > 0 for r in rows)
     # GeoJSON is data, not a spreadsheet: the text as captured.
     features = json.loads(export(client, postal, "geojson").content)["features"]
     assert features[1]["properties"]["house_number"] == "-12"
