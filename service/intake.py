@@ -149,10 +149,14 @@ def submit(
         except (IntegrityError, psycopg2.IntegrityError) as exc:
             if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
                 continue  # a concurrent resend stored some ids first: the next pass yields
-            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
+            _record_failure(
+                database, items, batch_id=batch_id, team_province=team_province, user=user
+            )
             raise
         except Exception:
-            _fail(database, items, batch_id=batch_id, team_province=team_province, user=user)
+            _record_failure(
+                database, items, batch_id=batch_id, team_province=team_province, user=user
+            )
             raise
     raise AssertionError("unreachable")
 
@@ -166,18 +170,6 @@ def _lost_race(exc: Exception) -> bool:
     # COPY runs on the raw DBAPI cursor, so its error arrives unwrapped by SQLAlchemy.
     diag = getattr(getattr(exc, "orig", exc), "diag", None)
     return getattr(diag, "constraint_name", None) == "submissions_client_id_key"
-
-
-def _fail(
-    database: Database,
-    items: list[_Item],
-    *,
-    batch_id: uuid.UUID,
-    team_province: str | None,
-    user: User,
-) -> None:
-    log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
-    _record_failure(database, items, batch_id=batch_id, team_province=team_province, user=user)
 
 
 def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
@@ -986,6 +978,7 @@ def _record_failure(
     user: User,
 ) -> None:
     """Keep the items of a failed batch visible (status ``error``) so nothing is lost."""
+    log.exception("intake batch %s failed; items kept with status 'error'", batch_id)
     try:
         with database.sessions() as session, session.begin():
             rows = [
