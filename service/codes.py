@@ -35,7 +35,22 @@ from service.bulk import copy_rows
 from service.errors import BadRequestError, NotFoundError
 from service.models import User
 
-_LOCK_CLASS = 7_001  # pg_advisory_xact_lock(class, hashtext(cell_key))
+_LOCK_CLASS = 7_001  # pg_advisory_xact_lock(class, hashtext(lock key))
+#: Sub-index allocation is serialised per *block* of cells: the cell key without its last
+#: LOCK_BLOCK_CHARS characters (a 20 × 20 block of ~14 m cells, ~280 m). One lock per cell
+#: took up to 1,000 advisory locks per 1,000-item batch, and seven such batches at once
+#: filled PostgreSQL's lock table (max_locks_per_transaction 64 × max_connections 100):
+#: "out of shared memory", a 503. A block holds a commune batch's houses in a few dozen.
+LOCK_BLOCK_CHARS = 2
+
+
+def lock_keys(cell_keys: Iterable[str]) -> list[str]:
+    """The sorted advisory-lock keys covering ``cell_keys`` (each cell's block).
+
+    >>> lock_keys(["vpostcode:81106FJ6M222", "vpostcode:81106FJ6M2X3", "olc:7P28QPG4+X2"])
+    ['olc:7P28QPG4+', 'vpostcode:81106FJ6M2']
+    """
+    return sorted({key[:-LOCK_BLOCK_CHARS] for key in cell_keys})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +107,7 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
             "SELECT pg_advisory_xact_lock(:cls, h) FROM "
             "(SELECT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) k ORDER BY k) s"
         ),
-        {"cls": _LOCK_CLASS, "keys": keys},
+        {"cls": _LOCK_CLASS, "keys": lock_keys(keys)},
     )
     taken: dict[str, int] = dict(
         session.execute(

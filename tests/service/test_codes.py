@@ -15,6 +15,7 @@ from sqlalchemy import URL, select, text
 from sqlalchemy.orm import Session
 
 from geo import codes as geo_codes
+from service import codes
 from service.models import AddressCode, Household
 from tests.service.test_cli import run_cli
 from tests.service.test_intake import M_PER_DEG_LON, item, one, post
@@ -242,3 +243,20 @@ def test_national_codes_are_attached_all_or_nothing(
     postal = {"Authorization": f"Bearer {make_token('postal')}"}
     csv_body = client.get("/api/v1/exports/households.csv", headers=postal).text
     assert "0123456789" in csv_body and a["address_code"] in csv_body
+
+
+def test_a_thousand_codes_in_one_neighbourhood_take_a_few_advisory_locks(db: Session) -> None:
+    """Sub-indexes are serialised per block of cells: one lock per cell took a lock per
+    household, and a few concurrent 1,000-item batches ran PostgreSQL out of lock slots."""
+    wanted = [
+        codes.Wanted(i, 10.41 + (i // 40) * 0.0001, 105.60 + (i % 40) * 0.0001, "98101", None, "98")
+        for i in range(1000)
+    ]
+    planned = codes.plan(db, wanted, scheme="vpostcode")
+    cells = {p.issued.cell_key for p in planned}
+    locks = db.scalar(
+        text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+    )
+    db.rollback()
+    assert len(planned) == 1000 and len(cells) > 500
+    assert locks == len(codes.lock_keys(cells)) and locks <= 40
