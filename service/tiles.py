@@ -29,7 +29,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geo.coverage import Counts, coverage_pct
+from geo.coverage import Counts
 from geo.tiles import (
     BUFFER,
     CELL_LEVEL,
@@ -41,7 +41,7 @@ from geo.tiles import (
     count_cells,
     mercator_bounds,
 )
-from service.coverage import UnitCoverage
+from service.coverage import UnitCoverage, item_out
 from service.db import Database
 from service.pgcopy import fetch_records, record_dtype
 from service.snapshots import SnapshotCache
@@ -317,31 +317,18 @@ def _drafts_in(drafts: Sequence[Draft], tile: TileRequest) -> list[Draft]:
 
 
 def _unit_values(units: UnitCoverage, codes: Sequence[str]) -> dict[str, list[Any]]:
-    """Columns of the units' attributes, as arrays to bind (see _UNIT_COLUMNS)."""
+    """Columns of the units' attributes (the coverage API's items), as arrays to bind (see
+    _UNIT_COLUMNS)."""
     columns: dict[str, list[Any]] = {name: [] for name, _ in _UNIT_COLUMNS}
     for code in codes:
         unit = units.tree.units.get(code)
         if unit is None:
             continue
-        counts = units.totals.get(code, Counts())
-        expected = units.expected.get(code)
-        last = counts.last_captured_at
-        row = {
-            "code": code,
-            "name": unit.name,
-            "level": unit.level,
-            "parent_code": unit.parent_code,
-            "expected": expected,
-            "captured": counts.captured,
-            "accepted": counts.accepted,
-            "flagged": counts.flagged,
-            "rejected": counts.rejected,
-            "open_duplicates": counts.open_duplicates,
-            "coverage_pct": coverage_pct(counts.accepted, expected),
-            "last_captured_at": last.isoformat() if last else None,
-        }
-        for name, value in row.items():
-            columns[name].append(value)
+        item = item_out(unit, units.totals.get(code, Counts()), units.expected.get(code))
+        last = item["last_captured_at"]
+        item["last_captured_at"] = last.isoformat() if last else None
+        for name, values in columns.items():
+            values.append(item[name])
     return {f"c_{name}": values for name, values in columns.items()}
 
 
