@@ -33,7 +33,7 @@ from geo.errors import GeoError, PostcodeError
 from service import audit
 from service.bulk import copy_rows
 from service.errors import BadRequestError, NotFoundError
-from service.models import User
+from service.models import User, valid_now
 
 _LOCK_CLASS = 7_001  # pg_advisory_xact_lock(class, hashtext(lock key))
 #: Sub-index allocation is serialised per *block* of cells: the cell key without its last
@@ -466,7 +466,7 @@ def _unissued(session: Session, parsed: geo_codes.ParsedCode) -> dict[str, Any]:
             text(
                 "SELECT code, name, ST_Y(ST_PointOnSurface(geom)), ST_X(ST_PointOnSurface(geom)) "
                 "FROM admin_units WHERE postcode = :p AND level = 'commune' AND geom IS NOT NULL "
-                "AND valid_from <= now() AND (valid_to IS NULL OR valid_to > now()) LIMIT 1"
+                f"AND {valid_now()} LIMIT 1"
             ),
             {"p": parsed.reference_postcode},
         ).first()
@@ -483,7 +483,7 @@ def _unissued(session: Session, parsed: geo_codes.ParsedCode) -> dict[str, Any]:
             text(
                 "SELECT code, name FROM admin_units WHERE level = 'commune' "
                 "AND ST_Intersects(geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)) "
-                "AND valid_from <= now() AND (valid_to IS NULL OR valid_to > now()) LIMIT 1"
+                f"AND {valid_now()} LIMIT 1"
             ),
             {"lat": lat, "lon": lon},
         ).first()

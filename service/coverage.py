@@ -34,8 +34,9 @@ from geo.coverage import (
     roll_up,
 )
 from service.errors import BadRequestError, NotFoundError
+from service.models import valid_now
 
-_CURRENT = "valid_from <= now() AND (valid_to IS NULL OR valid_to > now())"
+_CURRENT = valid_now()
 
 _UNITS_SQL = f"""
 SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL,

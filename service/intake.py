@@ -47,7 +47,7 @@ from service.bulk import JsonText, JsonValue, copy_rows
 from service.codes import CodePolicy
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
-from service.models import User
+from service.models import User, valid_now
 from service.unit_index import CachedIndex, UnitIndexCache
 
 log = logging.getLogger(__name__)
@@ -551,8 +551,7 @@ def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
     rows = session.execute(
         text(
             "SELECT tu.unit_code, coalesce(u.level, 'hamlet') FROM team_units tu "
-            "LEFT JOIN admin_units u ON u.code = tu.unit_code AND u.valid_from <= now() "
-            "AND (u.valid_to IS NULL OR u.valid_to > now()) "
+            f"LEFT JOIN admin_units u ON u.code = tu.unit_code AND {valid_now('u')} "
             "WHERE tu.team_id = :team"
         ),
         {"team": user.team_id},

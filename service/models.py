@@ -44,6 +44,16 @@ def _now() -> Any:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
+def valid_now(alias: str = "") -> str:
+    """SQL: the ``admin_units`` row (``alias``, if any) is a version valid at this moment.
+
+    >>> valid_now("u")
+    'u.valid_from <= now() AND (u.valid_to IS NULL OR u.valid_to > now())'
+    """
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}valid_from <= now() AND ({prefix}valid_to IS NULL OR {prefix}valid_to > now())"
+
+
 class AdminUnit(Base):
     """One version of an administrative unit; a code is unique among versions valid at a time."""
 

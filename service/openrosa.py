@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from geo.xform import instance_item
 from service import intake
 from service.db import Database
-from service.models import User
+from service.models import User, valid_now
 from service.unit_index import UnitIndexCache
 
 FORM_SOURCE = Path(__file__).parent / "forms" / "household.md"
@@ -63,10 +63,8 @@ def team_hamlets(session: Session, *, team_id: int | None) -> list[Hamlet]:
         text(
             "SELECT h.code, h.name, h.parent_code, coalesce(c.name, h.parent_code) "
             "FROM admin_units h LEFT JOIN admin_units c ON c.code = h.parent_code "
-            "AND c.level = 'commune' AND c.valid_from <= now() "
-            "AND (c.valid_to IS NULL OR c.valid_to > now()) "
-            "WHERE h.level = 'hamlet' AND h.valid_from <= now() "
-            "AND (h.valid_to IS NULL OR h.valid_to > now()) AND EXISTS ("
+            f"AND c.level = 'commune' AND {valid_now('c')} "
+            f"WHERE h.level = 'hamlet' AND {valid_now('h')} AND EXISTS ("
             "SELECT 1 FROM team_units tu WHERE tu.team_id = :team "
             "AND tu.unit_code IN (h.code, h.parent_code)) "
             "ORDER BY h.parent_code, h.code"

@@ -43,6 +43,7 @@ from geo.tiles import (
 )
 from service.coverage import UnitCoverage, item_out
 from service.db import Database
+from service.models import valid_now
 from service.pgcopy import fetch_records, record_dtype
 from service.snapshots import SnapshotCache
 
@@ -63,7 +64,7 @@ DRAFT_BUFFER_M = 30.0
 _ENVELOPE = "ST_TileEnvelope(:z, :x, :y)"
 #: The tile plus its MVT buffer, in the stored SRID: compared with ``geom`` so GiST is used.
 _SEARCH_BOX = "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326)"
-_CURRENT = "u.valid_from <= now() AND (u.valid_to IS NULL OR u.valid_to > now())"
+_CURRENT = valid_now("u")
 
 
 def _mvt_geom(expression: str) -> str:
