@@ -5,9 +5,9 @@ household changed after that snapshot (migration 0002's trigger stamps ``change_
 write, the same test incremental exports use), the units did not change (``admin_units_rev``)
 and no unit's validity began or ended since (``valid_from`` / ``valid_to`` passing: no write
 marks it, so the read notes the next such time), and the open duplicate pairs and rejected
-items, which carry no such stamp, are the same sets. Checking that costs two index lookups;
-reading the value again can cost a province-wide scan, so a cache may be given an ``update``:
-it receives the previous value and the snapshot it was read in, and reads only what changed
+items, which carry no such stamp, are the same sets. Checking that is one statement of index
+lookups; reading the value again can cost a province-wide scan, so a cache may be given an
+``update``: it receives the previous value and the snapshot it was read in, and reads only what changed
 since (see ``service.coverage``). A full read still happens when the units changed or their
 validity did, and at least every FULL_READ_S.
 """
@@ -38,28 +38,35 @@ FULL_READ_S = 300.0
 #: So a busy service refreshes each cache about once per ``max_stale_s * FRESH_SHARE``.
 FRESH_SHARE = 2 / 3
 
+# What no household change stamp shows: the units revision, the open duplicate pairs and the
+# number of rejected items.
 _STATE = """
-SELECT (SELECT rev FROM admin_units_rev),
-       (SELECT count(*) || ':' || coalesce(sum(id), 0) FROM duplicate_candidates
-        WHERE status = 'open'),
-       (SELECT count(*) FROM submissions WHERE status = 'rejected')
+(SELECT rev FROM admin_units_rev),
+(SELECT count(*) || ':' || coalesce(sum(id), 0) FROM duplicate_candidates WHERE status = 'open'),
+(SELECT count(*) FROM submissions WHERE status = 'rejected')
 """
-# The next time a unit becomes valid or stops being valid: the set of units valid now changes
-# then without any write. now() is the transaction's start, as in the queries that read units.
-_NEXT_VALIDITY_CHANGE = """
-SELECT next_change, extract(epoch FROM next_change - now())
+# A read's snapshot, the state, and the next time a unit becomes valid or stops being valid
+# (the set of units valid now changes then without any write; now() is the transaction's
+# start, as in the queries that read units). One statement: in REPEATABLE READ the snapshot
+# is taken by the first.
+_READ_STATE = f"""
+SELECT pg_current_snapshot()::text, {_STATE},
+       next_change, extract(epoch FROM next_change - now())
 FROM (
     SELECT least(min(valid_from) FILTER (WHERE valid_from > now()),
                  min(valid_to) FILTER (WHERE valid_to > now())) AS next_change
     FROM admin_units
 ) AS boundaries
 """
-_CHANGED_SINCE = """
-SELECT EXISTS (
-    SELECT 1 FROM households
-    WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
-      AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
-)
+# The check of an entry, in one round trip: the state now, and whether a household was
+# written after the entry's snapshot.
+_CHECK = f"""
+SELECT {_STATE},
+       EXISTS (
+           SELECT 1 FROM households
+           WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
+             AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
+       )
 """
 
 
@@ -141,9 +148,8 @@ class SnapshotCache(Generic[T]):
                     "postgresql_readonly": True,
                 }
             )
-            snapshot = session.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
-            state = tuple(session.execute(text(_STATE)).one())
-            next_change, wait_s = session.execute(text(_NEXT_VALIDITY_CHANGE)).one()
+            snapshot, *state_row, next_change, wait_s = session.execute(text(_READ_STATE)).one()
+            state = tuple(state_row)
             if (
                 previous is not None
                 and self._update is not None
@@ -199,7 +205,5 @@ def _may_update(
 def _is_current(session: Session, entry: _Entry[Any]) -> bool:
     if time.monotonic() >= entry.valid_until:
         return False  # a unit became valid or stopped being valid since the read
-    if tuple(session.execute(text(_STATE)).one()) != entry.state:
-        return False
-    changed = session.execute(text(_CHANGED_SINCE), {"snapshot": entry.snapshot}).scalar_one()
-    return not changed
+    *state, changed = session.execute(text(_CHECK), {"snapshot": entry.snapshot}).one()
+    return tuple(state) == entry.state and not changed
