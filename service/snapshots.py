@@ -7,9 +7,9 @@ and no unit's validity began or ended since (``valid_from`` / ``valid_to`` passi
 marks it, so the read notes the next such time), and the open duplicate pairs and rejected
 items, which carry no such stamp, are the same sets. Checking that is one statement of index
 lookups; reading the value again can cost a province-wide scan, so a cache may be given an
-``update``: it receives the previous value and the snapshot it was read in, and reads only what changed
-since (see ``service.coverage``). A full read still happens when the units changed or their
-validity did, and at least every FULL_READ_S.
+``update``: it receives the previous value and the snapshot it was read in, and reads only
+what changed since (see ``service.coverage``). A full read still happens when the units
+changed or their validity did, and at least every FULL_READ_S.
 """
 
 from __future__ import annotations
