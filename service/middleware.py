@@ -90,9 +90,13 @@ async def _send_413(scope: Scope, receive: Receive, send: Send, limit: int) -> N
     await response(scope, receive, send)
 
 
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 class RequestLogMiddleware:
     """One structured log line per request (method, path, status, duration, request id), and
-    the request counted in the metrics by its route template."""
+    the request counted in the metrics by its route template; every response gets its request
+    id and ``X-Content-Type-Options: nosniff``."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
         self.app, self.metrics = app, metrics
@@ -113,7 +117,11 @@ class RequestLogMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                # Every response, pages, scripts, tiles and API alike: never sniffed as
+                # something else than its declared type.
+                message.setdefault("headers", []).extend(
+                    ((b"x-request-id", request_id.encode()), _NOSNIFF)
+                )
             await send(message)
 
         try:

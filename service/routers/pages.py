@@ -65,7 +65,8 @@ def content_security_policy(basemap_url: str | None, *, script_hashes: Sequence[
 
 
 def page_headers(settings: Settings, *, script_hashes: Sequence[str] = ()) -> dict[str, str]:
-    """The headers every HTML page of the service sends (map, review, capture, Collect, /docs).
+    """The headers every HTML page of the service sends (map, review, capture, Collect, /docs);
+    ``nosniff`` every response gets (``service.middleware``).
 
     ``no-cache``: revalidate, so a new release reaches browsers and phones at the next online
     load. No referrer leaves the service (a basemap server is not told which page asked).
@@ -74,7 +75,6 @@ def page_headers(settings: Settings, *, script_hashes: Sequence[str] = ()) -> di
         "Content-Security-Policy": content_security_policy(
             settings.basemap_url, script_hashes=script_hashes
         ),
-        "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
         "Cache-Control": "no-cache",
     }

@@ -29,7 +29,7 @@ def test_every_html_page_sends_the_security_headers(client: TestClient, path: st
     response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers.get_list("x-content-type-options") == ["nosniff"]
     assert response.headers["referrer-policy"] == "same-origin"
     assert response.headers["cache-control"] == "no-cache"
     hashes = inline_script_hashes(response.content)
@@ -37,6 +37,23 @@ def test_every_html_page_sends_the_security_headers(client: TestClient, path: st
         None, script_hashes=hashes
     )
     assert bool(hashes) == (path == "/docs")  # only Swagger UI's starter script is inline
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/static/app/map.js", 200),
+        ("/static/vendor/maplibre-gl/maplibre-gl.css", 200),
+        ("/healthz", 200),
+        ("/api/v1/households", 401),
+        ("/no-such-page", 404),
+    ],
+)
+def test_every_response_is_nosniff_once(client: TestClient, path: str, status: int) -> None:
+    """Scripts and styles too: a browser must never run one as something else."""
+    response = client.get(path)
+    assert response.status_code == status
+    assert response.headers.get_list("x-content-type-options") == ["nosniff"]
 
 
 def test_no_html_page_is_missing_from_the_table(client: TestClient) -> None:
