@@ -33,7 +33,7 @@ from benchlib import (
     user_token,
 )
 
-from geo.tiles import EXTENT, GRID, tile_of, units_level
+from geo.tiles import tile_of
 from service import tiles
 
 ZOOMS = range(8, 18)
@@ -41,13 +41,6 @@ ZOOMS = range(8, 18)
 TARGET_TILE_P95_MS = 50.0
 TARGET_TILE_MAX_BYTES = 500 * 1024
 TARGET_COVERAGE_MS = 200.0
-
-_RAW_UNITS = tiles._mvt(
-    "units",
-    f"SELECT u.code, u.name, {tiles._mvt_geom('ST_Transform(u.geom, 3857)')} AS g "
-    f"FROM admin_units u WHERE u.level = :level AND u.geom && {tiles._SEARCH_BOX} "
-    f"AND {tiles._CURRENT}",
-)
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,7 +114,8 @@ def raw_tiles(url: str, tile_list: list[tuple[str, int, int, int]], repeats: int
         cur.execute("SET jit = off")
         for rep in range(repeats + 1):
             for layer, z, x, y in tile_list:
-                sql, params = raw_query(layer, z, x, y)
+                sql, params = tiles.bare_tile_query(layer, z, x, y)
+                sql = _pyformat(sql)
                 started = time.perf_counter()
                 cur.execute(sql, params)
                 cur.fetchone()
@@ -129,23 +123,6 @@ def raw_tiles(url: str, tile_list: list[tuple[str, int, int, int]], repeats: int
                     seconds.append(time.perf_counter() - started)
     conn.close()
     return seconds
-
-
-def raw_query(layer: str, z: int, x: int, y: int) -> tuple[str, dict[str, Any]]:
-    """SQL (psycopg2 placeholders) and values of the raw query of one tile."""
-    params: dict[str, Any] = {
-        **tiles.tile_params(z, x, y),
-        "statuses": list(tiles.STATUSES),
-        "level": units_level(z),
-        "cell": EXTENT / GRID,
-    }
-    if layer == "units":
-        sql = _RAW_UNITS
-    elif z >= tiles.POINTS_MIN_ZOOM:
-        sql = tiles._POINTS_TILE.format(area="TRUE")
-    else:
-        sql = tiles._SQL_CLUSTERS_TILE.format(area="TRUE")
-    return _pyformat(sql), params
 
 
 def _pyformat(sql: str) -> str:

@@ -40,6 +40,7 @@ from geo.tiles import (
     clusters,
     count_cells,
     mercator_bounds,
+    units_level,
 )
 from service.coverage import UnitCoverage, item_out
 from service.db import Database
@@ -358,6 +359,32 @@ def households_tile(
         caches.cells.get(database, session, max_stale_s=caches.max_stale_s), tile.z, tile.x, tile.y
     )
     return clusters_mvt(session, found_clusters, params)
+
+
+_BARE_UNITS_TILE = _mvt(
+    "units",
+    f"SELECT u.code, u.name, {_mvt_geom('ST_Transform(u.geom, 3857)')} AS g "
+    f"FROM admin_units u WHERE u.level = :level AND u.geom && {_SEARCH_BOX} AND {_CURRENT}",
+)
+
+
+def bare_tile_query(layer: str, z: int, x: int, y: int) -> tuple[str, dict[str, Any]]:
+    """The tile as a bare ``ST_AsMVT`` server would read it, straight from the tables (no
+    caches, no coverage attributes; households clustered in SQL below POINTS_MIN_ZOOM): the
+    raw baseline of ``scripts/bench_tiles``. SQLAlchemy ``:name`` binds and their values; the
+    tile is the last column of the one row."""
+    params: dict[str, Any] = {
+        **tile_params(z, x, y),
+        "statuses": list(STATUSES),
+        "level": units_level(z),
+        "cell": EXTENT / GRID,
+        "cap": POINTS_MAX + 1,
+    }
+    if layer == "units":
+        return _BARE_UNITS_TILE, params
+    if z >= POINTS_MIN_ZOOM:
+        return _POINTS_TILE.format(area="TRUE"), params
+    return _SQL_CLUSTERS_TILE.format(area="TRUE"), params
 
 
 def clusters_mvt(session: Session, found: Clusters, params: dict[str, Any]) -> bytes:

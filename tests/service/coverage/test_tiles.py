@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo.tiles import tile_of, world_xy
+from service import tiles
 from service.app import create_app
 from service.settings import Settings
 from tests.service.coverage.conftest import Campaign, coverage
@@ -216,3 +217,16 @@ def test_bad_tile_requests_are_clear_problems(
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("layer", "z"), [("units", 9), ("units", 13), ("households", 10), ("households", 15)]
+)
+def test_the_bare_tile_queries_of_the_benchmark_run_and_hold_the_layer(
+    campaign: Campaign, db: Session, layer: str, z: int
+) -> None:
+    """scripts/bench_tiles times these against the server: they must stay runnable."""
+    sql, params = tiles.bare_tile_query(layer, *tile_of(*CENTRE, z))
+    mvt = db.execute(text(sql), params).one()[-1]  # points: (how many, tile)
+    decoded = mapbox_vector_tile.decode(bytes(mvt))
+    assert decoded[layer]["features"]
