@@ -10,9 +10,9 @@ Existing rows are filled from what they name, which is not always what intake wr
 this revision on (intake decides by the team, whose area at the time of an old batch is no
 longer known):
 
-* ``household_versions``: the household's current province. Intake writes the province of the
-  commune the observation was placed in, the same except for a late observation
-  (``submission_late``) placed in another province than the household's.
+* ``household_versions``: the household's current province. Intake writes the household's
+  province at the time of the version, the same except for the older versions of a
+  household that later moved to another province.
 * ``submissions`` (so far left empty by intake): the household's province, else that of the
   commune the item was placed in (the version valid at capture time); NULL for an item placed
   nowhere. Intake writes the team's province when the team's area lies in one province, and
