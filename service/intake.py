@@ -47,7 +47,7 @@ from service.bulk import JsonText, JsonValue, copy_rows
 from service.codes import CodePolicy
 from service.db import Database
 from service.errors import BadRequestError, MalformedRequestError
-from service.models import User, valid_now
+from service.models import User
 from service.unit_index import CachedIndex, UnitIndexCache
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,15 @@ def submit(
     """
     if raw_items is None:
         raw_items = parse_envelope(body, max_items=options.max_items)
-    batch_id, team_province = _store_batch(
-        database, body=body, content_type=content_type, user=user, n=len(raw_items), channel=channel
+    batch_id, area = _store_batch(
+        database,
+        cache,
+        body=body,
+        content_type=content_type,
+        user=user,
+        n=len(raw_items),
+        channel=channel,
+        now=now,
     )
     for attempt in range(_ATTEMPTS):
         items = [_parse(i, raw, now=now, limits=options.limits) for i, raw in enumerate(raw_items)]
@@ -139,7 +146,7 @@ def submit(
                     cache,
                     items,
                     batch_id=batch_id,
-                    team_province=team_province,
+                    area=area,
                     user=user,
                     contended=attempt > 0,
                     params=options.dedupe,
@@ -150,12 +157,12 @@ def submit(
             if _lost_race(exc) and attempt + 1 < _ATTEMPTS:
                 continue  # a concurrent resend stored some ids first: the next pass yields
             _record_failure(
-                database, items, batch_id=batch_id, team_province=team_province, user=user
+                database, items, batch_id=batch_id, team_province=area.province, user=user
             )
             raise
         except Exception:
             _record_failure(
-                database, items, batch_id=batch_id, team_province=team_province, user=user
+                database, items, batch_id=batch_id, team_province=area.province, user=user
             )
             raise
     raise AssertionError("unreachable")
@@ -197,45 +204,39 @@ def _storable(raw: Any, text_: bytes) -> Any:
     return orjson.loads(text_.replace(b"\\u0000", b"\\ufffd"))
 
 
-# The province of the team's area when it lies in one province (the distribution key of the
-# raw batch on a distributed database, docs/scaling.md); NULL for a team across provinces.
-_TEAM_PROVINCE = """
-SELECT min(u.province_code) FROM team_units tu JOIN admin_units u ON u.code = tu.unit_code
-WHERE tu.team_id = :team AND u.valid_to IS NULL HAVING count(DISTINCT u.province_code) = 1
-"""
-
-
 def _store_batch(
     database: Database,
+    cache: UnitIndexCache,
     *,
     body: bytes,
     content_type: str | None,
     user: User,
     n: int,
     channel: str,
-) -> tuple[uuid.UUID, str | None]:
-    """Store the request body verbatim and commit; its id and the team's province (if one)."""
+    now: datetime,
+) -> tuple[uuid.UUID, TeamArea]:
+    """Store the request body verbatim and commit; its id and the team's area at ``now``."""
     batch_id = uuid.uuid4()
     with database.sessions() as session, session.begin():
-        province = session.execute(
+        area = team_area(session, cache.get(session), user, at=now)
+        session.execute(
             text(
                 "INSERT INTO intake_batches (id, user_id, channel, content_type, body, "
                 "body_sha256, item_count, province_code) "
-                f"VALUES (:id, :user_id, :channel, :ct, :body, :sha, :n, ({_TEAM_PROVINCE})) "
-                "RETURNING province_code"
+                "VALUES (:id, :user_id, :channel, :ct, :body, :sha, :n, :province)"
             ),
             {
                 "id": batch_id,
                 "user_id": user.id,
-                "team": user.team_id,
                 "channel": channel,
                 "ct": content_type,
                 "body": body,
                 "sha": hashlib.sha256(body).hexdigest(),
                 "n": n,
+                "province": area.province,
             },
-        ).scalar_one()
-    return batch_id, province
+        )
+    return batch_id, area
 
 
 def _process(
@@ -244,7 +245,7 @@ def _process(
     items: list[_Item],
     *,
     batch_id: uuid.UUID,
-    team_province: str | None,
+    area: TeamArea,
     user: User,
     contended: bool,
     params: DedupeParams,
@@ -256,11 +257,11 @@ def _process(
     retry = [i for i in first if i.parsed.id in existing and _retryable(existing[i.parsed.id], i)]
     work = fresh + retry
     index = cache.get(session)
-    _validate(session, index, work, user=user)
+    _validate(session, index, work, area=area)
     _reserve_ids(session, work, fresh)
     matches = _find_duplicates(session, work, params)
     for item in work:
-        item.log_province = _log_province(item, team_province)
+        item.log_province = _log_province(item, area.province)
     claimed = _claim(session, fresh, batch_id=batch_id, user=user, contended=contended)
     claimed |= _reclaim(session, retry)
     done = [i for i in work if i.submission_id in claimed]
@@ -338,14 +339,13 @@ def _retryable(stored: _Stored, item: _Item) -> bool:
     return stored.status in ("received", "error") and stored.sha256 == item.sha256
 
 
-def _validate(session: Session, index: CachedIndex, items: list[_Item], *, user: User) -> None:
+def _validate(session: Session, index: CachedIndex, items: list[_Item], *, area: TeamArea) -> None:
     placeable = [i for i in items if i.parsed.lat is not None and i.parsed.captured_at]
     queries = [_query(i.parsed) for i in placeable]
     for item, placement in zip(placeable, index.index.locate_many(queries), strict=True):
         item.placement = placement
         if placement.commune is not None:
             item.province_code = index.province_of.get(placement.commune.id)
-    area = _team_area(session, user)
     refs = _referenced(session, [i.parsed.household_ref for i in items if i.parsed.household_ref])
     for item in items:
         item.issues = list(item.parsed.issues) + _spatial_issues(index, item, area)
@@ -369,14 +369,12 @@ def _referenced(session: Session, ids: list[int]) -> dict[int, tuple[str | None,
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def _may_update(
-    where: tuple[str | None, str | None] | None, area: tuple[set[str], set[str]]
-) -> bool:
+def _may_update(where: tuple[str | None, str | None] | None, area: TeamArea) -> bool:
     """A surveyor may add observations only to live households of the team's area."""
     if where is None:
         return False
     hamlet, commune = where
-    return hamlet in area[0] or commune in area[1]
+    return hamlet in area.hamlets or commune in area.communes
 
 
 def _plan_codes(session: Session, done: list[_Item], policy: CodePolicy) -> list[codes.Planned]:
@@ -522,9 +520,7 @@ def _query(parsed: ParsedItem) -> Query:
     )
 
 
-def _spatial_issues(
-    index: CachedIndex, item: _Item, area: tuple[set[str], set[str]]
-) -> list[Issue]:
+def _spatial_issues(index: CachedIndex, item: _Item, area: TeamArea) -> list[Issue]:
     parsed = item.parsed
     if item.placement is None:
         if parsed.swapped and parsed.captured_at and parsed.lat is None:
@@ -538,27 +534,41 @@ def _spatial_issues(
     return issues
 
 
-def _in_area(placement: Placement, area: tuple[set[str], set[str]]) -> bool:
+def _in_area(placement: Placement, area: TeamArea) -> bool:
     """The claimed hamlet (or, when unknown, where the point is) belongs to the team's units."""
-    hamlets, communes = area
+    hamlets, communes = area.hamlets, area.communes
     unit = placement.claimed or placement.hamlet
     if unit is not None:
         return unit.code in hamlets or unit.parent_code in communes
     return placement.commune is not None and placement.commune.code in communes
 
 
-def _team_area(session: Session, user: User) -> tuple[set[str], set[str]]:
-    rows = session.execute(
-        text(
-            "SELECT tu.unit_code, coalesce(u.level, 'hamlet') FROM team_units tu "
-            f"LEFT JOIN admin_units u ON u.code = tu.unit_code AND {valid_now('u')} "
-            "WHERE tu.team_id = :team"
-        ),
-        {"team": user.team_id},
+@dataclass(frozen=True, slots=True)
+class TeamArea:
+    """Where a team may capture: its hamlet codes (codes that name no current unit count as
+    hamlets still to come) and commune codes (all their hamlets), and the province of its
+    units when they lie in one province (the distribution key of its raw batches and log rows
+    on a distributed database, docs/scaling.md; None for a team across provinces)."""
+
+    hamlets: frozenset[str]
+    communes: frozenset[str]
+    province: str | None
+
+
+def team_area(session: Session, index: CachedIndex, user: User, *, at: datetime) -> TeamArea:
+    """The team's area: its unit codes (one primary-key read) resolved against the cached
+    unit index as valid at ``at``, without joining ``admin_units`` on every batch."""
+    codes_ = session.scalars(
+        text("SELECT unit_code FROM team_units WHERE team_id = :team"), {"team": user.team_id}
     ).all()
-    hamlets = {code for code, level in rows if level == "hamlet"}
-    communes = {code for code, level in rows if level == "commune"}
-    return hamlets, communes
+    units = {code: index.index.unit(code, at=at) for code in codes_}
+    provinces = {index.province_of.get(u.id) for u in units.values() if u is not None}
+    provinces.discard(None)
+    return TeamArea(
+        hamlets=frozenset(c for c, u in units.items() if u is None or u.level == "hamlet"),
+        communes=frozenset(c for c, u in units.items() if u is not None and u.level == "commune"),
+        province=provinces.pop() if len(provinces) == 1 else None,
+    )
 
 
 _SUBMISSION_ID = "pg_get_serial_sequence('submissions', 'id')"

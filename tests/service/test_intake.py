@@ -606,6 +606,57 @@ def test_every_intake_row_carries_its_province(
     assert rows == [("98", "98", "98", "98")]
 
 
+def test_a_team_across_provinces_logs_each_item_where_it_fell(
+    area: None,
+    client: TestClient,
+    db: Session,
+    make_token: Callable[..., str],
+    admin_headers: dict[str, str],
+) -> None:
+    # Its raw batch has no one province. Only units valid now count: one retired yesterday
+    # and one that takes effect tomorrow do not make a 98 team a team across provinces.
+    db.execute(
+        text(
+            "INSERT INTO admin_units (code, level, name, province_code, valid_from, valid_to) "
+            "VALUES ('97001', 'commune', 'Xã Khác', '97', now() - interval '1 day', NULL), "
+            "('96001', 'commune', 'Xã Cũ', '96', '2020-01-01', now() - interval '1 day'), "
+            "('95001', 'commune', 'Xã Mới', '95', now() + interval '1 day', NULL)"
+        )
+    )
+    db.commit()
+    response = client.post(
+        "/api/v1/teams",
+        json={"name": "Tổ Liên tỉnh", "units": ["98001", "97001"]},
+        headers=admin_headers,
+    )
+    assert response.status_code == 201, response.text
+    db.execute(  # assigned around a reorganisation (the API refuses units not valid now)
+        text(
+            "INSERT INTO team_units (team_id, unit_code) "
+            "SELECT id, c FROM teams, unnest(ARRAY['96001', '95001']) c "
+            "WHERE name = 'Tổ Liên tỉnh'"
+        )
+    )
+    db.commit()
+    wide = {"Authorization": f"Bearer {make_token('surveyor', team='Tổ Liên tỉnh')}"}
+    assert one(client, wide, item())["status"] == "accepted"
+    rows = db.execute(
+        text(
+            "SELECT s.province_code, b.province_code FROM submissions s "
+            "JOIN intake_batches b ON b.id = s.batch_id"
+        )
+    ).all()
+    assert rows == [("98", None)]
+    # Without the province 97 unit the team lies in 98 alone.
+    db.execute(text("DELETE FROM team_units WHERE unit_code = '97001'"))
+    db.commit()
+    assert one(client, wide, item())["status"] == "accepted"
+    batches = db.scalars(
+        text("SELECT province_code FROM intake_batches ORDER BY received_at")
+    ).all()
+    assert batches == [None, "98"]
+
+
 def test_a_late_observation_is_versioned_in_its_households_province(
     client: TestClient, surveyor: dict[str, str], db: Session
 ) -> None:
