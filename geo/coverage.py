@@ -7,7 +7,9 @@ attributes each leaf to the units it counts in and adds up.
 A leaf counts in the hamlet named by its ``hamlet_code`` (when that is a current hamlet), in
 the commune named by its ``commune_code`` and in every ancestor of that commune (district,
 province). A commune's counts are therefore its own households, not the sum of its hamlets':
-a household whose claimed hamlet is unknown still counts in its commune.
+a household whose claimed hamlet is unknown still counts in its commune. When the leaf has no
+commune, or its code is no current commune (reorganised: the code was retired, while the
+hamlet lives on under a new commune), it counts in its hamlet's current commune instead.
 """
 
 from __future__ import annotations
@@ -98,7 +100,18 @@ class UnitTree:
         return chain
 
     def units_of(self, key: LeafKey) -> list[str]:
-        """The unit codes a leaf counts in: its hamlet, then its commune and its ancestors."""
+        """The unit codes a leaf counts in: its hamlet, then its commune and its ancestors.
+
+        The commune is the leaf's own when that is a current commune, else its hamlet's.
+
+        >>> tree = UnitTree([UnitNode("9", "province", "P", None),
+        ...                  UnitNode("90001", "commune", "C", "9"),
+        ...                  UnitNode("90001-01", "hamlet", "H", "90001")])
+        >>> tree.units_of(("90001", "x")), tree.units_of(("90007", "90001-01"))
+        (['90001', '9'], ['90001-01', '90001', '9'])
+        >>> tree.units_of(("90007", "x"))
+        []
+        """
         if (known := self._leaf_units.get(key)) is not None:
             return known
         self._leaf_units[key] = found = self._units_of(key)
@@ -109,6 +122,11 @@ class UnitTree:
         codes = []
         if hamlet is not None and self._is_level(hamlet, "hamlet"):
             codes.append(hamlet)
+        if commune is None or not self._is_level(commune, "commune"):
+            # None (a rejected item outside every commune) or a code no current commune has
+            # (retired by a reorganisation; households keep the code they were captured in):
+            # the commune the hamlet belongs to now, so the counts still roll up.
+            commune = self.commune_of_hamlet(hamlet)
         if commune is not None and self._is_level(commune, "commune"):
             codes.extend(self.ancestors(commune))
         return codes

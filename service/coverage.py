@@ -70,7 +70,7 @@ SELECT v.data ->> 'commune_code' FROM household_versions v JOIN changed c ON c.i
 """
 
 # A rejected item keeps the hamlet it claimed; its commune is unknown when the point was
-# outside every commune (the caller then takes the claimed hamlet's commune).
+# outside every commune (geo.coverage then takes the claimed hamlet's commune).
 _REJECTED_SQL = """
 SELECT commune_code, hamlet_code, count(*), max(captured_at)
 FROM submissions WHERE status = 'rejected' GROUP BY 1, 2
@@ -103,7 +103,7 @@ GROUP BY 1, 2, 3, 4
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which leaves to aggregate: households of these communes (None: all)."""
+    """Which leaves to aggregate: those of these communes (None: all) or of these hamlets."""
 
     communes: tuple[str, ...] | None = None
     hamlets: tuple[str, ...] = ()
@@ -155,13 +155,12 @@ def load_households(
 
 
 def with_rejected_and_pairs(
-    session: Session, tree: UnitTree, households: Mapping[LeafKey, Counts]
+    session: Session, households: Mapping[LeafKey, Counts]
 ) -> dict[LeafKey, Counts]:
     """The household counts plus rejected items and open pairs (both small: read in full)."""
     leaves: dict[LeafKey, Counts] = defaultdict(Counts, households)
     for commune, hamlet, n, last in session.execute(text(_REJECTED_SQL)):
-        key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
-        leaves[key] += Counts(rejected=n, last_captured_at=last)
+        leaves[(commune, hamlet)] += Counts(rejected=n, last_captured_at=last)
     for commune, hamlet, n in session.execute(text(_OPEN_DUPLICATES_SQL)):
         leaves[(commune, hamlet)] += Counts(open_duplicates=n)
     return dict(leaves)
@@ -202,18 +201,8 @@ def _covered(
     households: dict[LeafKey, Counts],
     expected: dict[str, int | None],
 ) -> UnitCoverage:
-    totals = roll_up(tree, with_rejected_and_pairs(session, tree, households))
+    totals = roll_up(tree, with_rejected_and_pairs(session, households))
     return UnitCoverage(tree, totals, expected, households)
-
-
-def _rejected_scope(tree: UnitTree, scope: Scope) -> Scope:
-    """Rejected items of the scope: by commune, or by claimed hamlet when no commune was found."""
-    if scope.communes is None:
-        return scope
-    hamlets = set(scope.hamlets)
-    for commune in scope.communes:
-        hamlets.update(tree.descendants(commune, level="hamlet"))
-    return Scope(scope.communes, tuple(sorted(hamlets)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +243,9 @@ def select_units(tree: UnitTree, query: CoverageQuery) -> list[str]:
 
 
 def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
-    """The smallest scan that covers ``codes``: their communes, and hamlets by code."""
+    """The smallest scan that covers ``codes``: their communes, and by code their hamlets and
+    those of their communes (a leaf with no commune, or one no longer current, counts in its
+    hamlet's: see geo.coverage)."""
     communes: set[str] = set()
     hamlets: set[str] = set()
     for code in codes:
@@ -265,6 +256,7 @@ def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
             communes.add(code)
         else:
             communes.update(tree.descendants(code, level="commune"))
+    wanted_communes = sorted(communes)
     # A hamlet's households are scanned by its commune too when it has one (one index range).
     hamlet_communes = {tree.commune_of_hamlet(h) for h in hamlets}
     communes.update(c for c in hamlet_communes if c is not None)
@@ -272,6 +264,8 @@ def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
     if len(communes) * 2 > every:
         # Most of the tree: one index-only pass over everything beats ANY() over a long list.
         return Scope()
+    for commune in wanted_communes:
+        hamlets.update(tree.descendants(commune, level="hamlet"))
     return Scope(tuple(sorted(communes)), tuple(sorted(hamlets)))
 
 
@@ -340,7 +334,7 @@ def add_series(session: Session, tree: UnitTree, items: list[dict[str, Any]]) ->
     wanted = {item["code"] for item in items}
     scope = scope_of(tree, wanted)
     where, params = scope.where(alias="h")
-    rejected_where, rejected_params = _rejected_scope(tree, scope).where(alias="s", name="rej")
+    rejected_where, rejected_params = scope.where(alias="s", name="rej")
     sql = _SERIES_SQL.format(scope=where, rejected_scope=rejected_where)
     by_unit: dict[str, dict[date, list[int]]] = defaultdict(dict)
     by_team: dict[str, dict[str | None, dict[date, list[int]]]] = defaultdict(
@@ -349,8 +343,7 @@ def add_series(session: Session, tree: UnitTree, items: list[dict[str, Any]]) ->
     for commune, hamlet, team, day, *values in session.execute(
         text(sql), {**params, **rejected_params}
     ):
-        key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
-        for code in wanted.intersection(tree.units_of(key)):
+        for code in wanted.intersection(tree.units_of((commune, hamlet))):
             _add_day(by_unit[code], day, values)
             _add_day(by_team[code][team], day, values)
     for item in items:

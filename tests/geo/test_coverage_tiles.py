@@ -37,8 +37,14 @@ def test_doctests() -> None:
     [
         (("90001", "90001-01"), ["90001-01", "90001", "90", "9"]),
         (("90001", "unknown"), ["90001", "90", "9"]),  # an unknown claimed hamlet: commune only
-        ((None, "90001-02"), ["90001-02"]),  # no commune (the caller resolves rejected items)
+        # No commune (a rejected item outside every commune), or one that is no current unit
+        # (reorganised, its code retired) while the hamlet still is: the hamlet's commune.
+        ((None, "90001-02"), ["90001-02", "90001", "90", "9"]),
+        (("99999", "90001-02"), ["90001-02", "90001", "90", "9"]),
+        (("99999", "unknown"), []),
         (("99999", None), []),  # not a current unit
+        # A current commune is the household's own, even when its hamlet is the neighbour's.
+        (("90002", "90001-02"), ["90001-02", "90002", "9"]),
         (("90001-01", "90001"), []),  # codes of the wrong level count nowhere
         ((None, None), []),
     ],
@@ -90,6 +96,14 @@ def test_expected_is_own_or_the_sum_of_the_children_that_have_one() -> None:
         "90002": 50,
         "9": 150,
     }
+
+
+def test_a_retired_communes_households_roll_up_through_their_hamlets_commune() -> None:
+    leaves = {("90001", "90001-01"): Counts(2, 2), ("99999", "90001-02"): Counts(3, 3)}
+    totals = roll_up(TREE, leaves)
+    assert totals["90001-02"].captured == 3
+    assert totals["90001"].captured == totals["90"].captured == totals["9"].captured == 5
+    assert "99999" not in totals
 
 
 def test_a_parent_cycle_does_not_hang() -> None:
