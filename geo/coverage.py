@@ -210,6 +210,21 @@ def coverage_pct(accepted: int, expected: int | None) -> float | None:
     return round(100.0 * accepted / expected, 1)
 
 
+def outline_of(unit: UnitNode, counts: Counts) -> str:
+    """How the unit's outline is drawn: ``polygon`` (imported), ``drafted`` or ``none``.
+
+    A drafted outline is the hull of a hamlet's live (accepted and flagged) households, so a
+    hamlet without polygon has one only while it has any; other levels are never drafted.
+
+    >>> hamlet = UnitNode("90001-01", "hamlet", "H", "90001")
+    >>> outline_of(hamlet, Counts(2, 1, 1)), outline_of(hamlet, Counts(rejected=3))
+    ('drafted', 'none')
+    """
+    if unit.has_geometry:
+        return "polygon"
+    return "drafted" if unit.level == "hamlet" and counts.captured > 0 else "none"
+
+
 def check_level_below(parent_level: str, level: str) -> bool:
     """Whether ``level`` lies below ``parent_level`` in the tree.
 

@@ -31,6 +31,7 @@ from geo.coverage import (
     check_level_below,
     coverage_pct,
     expected_counts,
+    outline_of,
     roll_up,
 )
 from service.errors import BadRequestError, NotFoundError
@@ -312,16 +313,9 @@ def item_out(unit: UnitNode, counts: Counts, expected: int | None) -> dict[str, 
         "expected": expected,
         **counts.as_dict(),
         "coverage_pct": coverage_pct(counts.accepted, expected),
-        "outline": outline_of(unit),
+        "outline": outline_of(unit, counts),
         "bbox": list(unit.bbox) if unit.bbox else None,
     }
-
-
-def outline_of(unit: UnitNode) -> str:
-    """``polygon`` (imported), ``drafted`` (a hamlet drawn from its households) or ``none``."""
-    if unit.has_geometry:
-        return "polygon"
-    return "drafted" if unit.level == "hamlet" else "none"
 
 
 # --- daily series ----------------------------------------------------------------------------

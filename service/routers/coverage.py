@@ -61,7 +61,8 @@ class CoverageOut(BaseModel):
     coverage_pct: float | None = Field(description="100 × accepted / expected, 1 decimal")
     last_captured_at: datetime | None
     outline: Literal["polygon", "drafted", "none"] = Field(
-        description="Imported polygon, a hamlet outline drafted from its households, or none"
+        description="Imported polygon, a hamlet outline drafted from its live households, "
+        "or none (no polygon and nothing to draft one from)"
     )
     bbox: list[float] | None = Field(description="[w, s, e, n] of its polygon (WGS84)")
     series: list[DayOut] | None = None

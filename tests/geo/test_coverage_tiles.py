@@ -10,7 +10,7 @@ import pytest
 
 import geo.coverage
 import geo.tiles
-from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, roll_up
+from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, outline_of, roll_up
 from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, world_xy
 
 TREE = UnitTree(
@@ -104,6 +104,32 @@ def test_a_retired_communes_households_roll_up_through_their_hamlets_commune() -
     assert totals["90001-02"].captured == 3
     assert totals["90001"].captured == totals["90"].captured == totals["9"].captured == 5
     assert "99999" not in totals
+
+
+BOX = (105.0, 10.0, 105.1, 10.1)
+
+
+@pytest.mark.parametrize(
+    ("unit", "counts", "outline"),
+    [
+        (UnitNode("90001", "commune", "C", "9", has_geometry=True, bbox=BOX), Counts(), "polygon"),
+        (
+            UnitNode("90001-01", "hamlet", "H", "90001", has_geometry=True, bbox=BOX),
+            Counts(),
+            "polygon",
+        ),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(2, 1, 1), "drafted"),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(1, 0, 1), "drafted"),  # flagged
+        # Nothing live to draw a hull around: no households, or rejected ones only.
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(), "none"),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(rejected=2), "none"),
+        (UnitNode("90001", "commune", "C", "9"), Counts(5, 5), "none"),  # only hamlets drafted
+    ],
+)
+def test_outline_is_drafted_only_where_live_households_can_draw_one(
+    unit: UnitNode, counts: Counts, outline: str
+) -> None:
+    assert outline_of(unit, counts) == outline
 
 
 def test_a_parent_cycle_does_not_hang() -> None:

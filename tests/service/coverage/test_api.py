@@ -159,6 +159,15 @@ def test_units_come_and_go_as_their_validity_begins_and_ends(
     assert_matches_tables(coverage(client, campaign.reviewer, parent="98"), db)
 
 
+def test_a_hamlet_without_polygon_or_households_has_no_outline(
+    client: TestClient, area: None, admin_headers: dict[str, str]
+) -> None:
+    hamlets = coverage(client, admin_headers, level="hamlet")
+    assert hamlets["98002-01"]["outline"] == "none" and hamlets["98002-01"]["bbox"] is None
+    assert hamlets["98001-01"]["outline"] == "polygon"
+    assert coverage(client, admin_headers, level="commune")["98002"]["outline"] == "polygon"
+
+
 def test_pages_by_code(client: TestClient, campaign: Campaign) -> None:
     first = client.get(
         "/api/v1/coverage", params={"level": "hamlet", "limit": 2}, headers=campaign.reviewer
