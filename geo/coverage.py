@@ -18,9 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-LEVELS = ("province", "district", "commune", "hamlet")
-#: Depth of each level in the tree; a child is deeper than its parent.
-DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+from geo.levels import DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +60,12 @@ class UnitNode:
     name: str
     parent_code: str | None
     expected: int | None = None
-    has_geometry: bool = False
     bbox: tuple[float, float, float, float] | None = None  # w, s, e, n of its polygon
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether the unit has a polygon (then it has its bbox)."""
+        return self.bbox is not None
 
 
 #: ``(commune_code, hamlet_code)`` of a leaf; either may be None.
@@ -223,12 +225,3 @@ def outline_of(unit: UnitNode, counts: Counts) -> str:
     if unit.has_geometry:
         return "polygon"
     return "drafted" if unit.level == "hamlet" and counts.captured > 0 else "none"
-
-
-def check_level_below(parent_level: str, level: str) -> bool:
-    """Whether ``level`` lies below ``parent_level`` in the tree.
-
-    >>> check_level_below("province", "hamlet"), check_level_below("commune", "district")
-    (True, False)
-    """
-    return DEPTH[level] > DEPTH[parent_level]

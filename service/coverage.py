@@ -1,10 +1,17 @@
 """Coverage: captured against expected households per unit, rolled up the unit tree.
 
-Computed on every request from the tables (never a stored counter, so it cannot drift from the
-households table): three set-based aggregates by ``(commune_code, hamlet_code)`` — households
-(an index-only scan of ``households_coverage_idx``), rejected submissions (the partial index
+Computed from the tables (never a stored counter, so it cannot drift from the households
+table): three set-based aggregates by ``(commune_code, hamlet_code)`` — households (an
+index-only scan of ``households_coverage_idx``), rejected submissions (the partial index
 ``submissions_rejected_idx``) and open duplicate candidates — then ``geo.coverage`` attributes
 each aggregate row to its hamlet, commune and their ancestors among the units valid now.
+
+Not on every request: the whole tree's coverage is kept in a ``SnapshotCache``
+(``app.state.coverage_cache``, see ``service.snapshots``) with the snapshot it was read in.
+Each request first checks that nothing changed since (the API never accepts a stale value;
+tiles may, briefly); when something did, :func:`update_unit_coverage` aggregates households
+again only in the communes where one changed, while a change of units or of their validity,
+and every ``FULL_READ_S``, causes a full read (:func:`load_unit_coverage`).
 
 Definitions (docs/coverage.md): ``captured`` = live households (accepted + flagged);
 ``rejected`` = items rejected at intake plus households a reviewer rejected; ``open_duplicates``
@@ -28,19 +35,19 @@ from geo.coverage import (
     LeafKey,
     UnitNode,
     UnitTree,
-    check_level_below,
     coverage_pct,
     expected_counts,
     outline_of,
     roll_up,
 )
+from geo.levels import check_level_below
 from service.errors import BadRequestError, NotFoundError
 from service.models import valid_now
 
 _CURRENT = valid_now()
 
 _UNITS_SQL = f"""
-SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL,
+SELECT code, level, name, parent_code, expected_households,
        ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom)
 FROM admin_units WHERE {_CURRENT}
 """
@@ -124,16 +131,11 @@ def load_tree(session: Session) -> UnitTree:
     """The units valid now."""
     rows = session.execute(text(_UNITS_SQL)).all()
     return UnitTree(
+        # No polygon: ST_XMin and the others are null.
         UnitNode(
-            code,
-            level,
-            name,
-            parent,
-            expected=expected,
-            has_geometry=mapped,
-            bbox=(w, s, e, n) if mapped else None,
+            code, level, name, parent, expected=expected, bbox=None if w is None else (w, s, e, n)
         )
-        for code, level, name, parent, expected, mapped, w, s, e, n in rows
+        for code, level, name, parent, expected, w, s, e, n in rows
     )
 
 

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from geo.levels import Level
 from service import coverage
 from service.db import Database
 from service.deps import AnyUser, SessionDep, get_database
 from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
-from service.schemas import Level, Page
+from service.schemas import Page
 from service.snapshots import SnapshotCache
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])

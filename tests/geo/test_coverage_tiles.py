@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import geo.coverage
+import geo.levels
 import geo.tiles
 from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, outline_of, roll_up
 from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, world_xy
@@ -28,7 +29,7 @@ T1, T2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC)
 
 
 def test_doctests() -> None:
-    for module in (geo.coverage, geo.tiles):
+    for module in (geo.coverage, geo.levels, geo.tiles):
         assert doctest.testmod(module).failed == 0
 
 
@@ -112,9 +113,9 @@ BOX = (105.0, 10.0, 105.1, 10.1)
 @pytest.mark.parametrize(
     ("unit", "counts", "outline"),
     [
-        (UnitNode("90001", "commune", "C", "9", has_geometry=True, bbox=BOX), Counts(), "polygon"),
+        (UnitNode("90001", "commune", "C", "9", bbox=BOX), Counts(), "polygon"),
         (
-            UnitNode("90001-01", "hamlet", "H", "90001", has_geometry=True, bbox=BOX),
+            UnitNode("90001-01", "hamlet", "H", "90001", bbox=BOX),
             Counts(),
             "polygon",
         ),
@@ -130,6 +131,11 @@ def test_outline_is_drafted_only_where_live_households_can_draw_one(
     unit: UnitNode, counts: Counts, outline: str
 ) -> None:
     assert outline_of(unit, counts) == outline
+
+
+def test_a_unit_has_geometry_exactly_when_it_has_a_bbox() -> None:
+    assert UnitNode("1", "hamlet", "H", None, bbox=BOX).has_geometry
+    assert not UnitNode("1", "hamlet", "H", None).has_geometry
 
 
 def test_a_parent_cycle_does_not_hang() -> None:
