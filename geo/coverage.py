@@ -7,7 +7,9 @@ attributes each leaf to the units it counts in and adds up.
 A leaf counts in the hamlet named by its ``hamlet_code`` (when that is a current hamlet), in
 the commune named by its ``commune_code`` and in every ancestor of that commune (district,
 province). A commune's counts are therefore its own households, not the sum of its hamlets':
-a household whose claimed hamlet is unknown still counts in its commune.
+a household whose claimed hamlet is unknown still counts in its commune. When the leaf has no
+commune, or its code is no current commune (reorganised: the code was retired, while the
+hamlet lives on under a new commune), it counts in its hamlet's current commune instead.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-LEVELS = ("province", "district", "commune", "hamlet")
-#: Depth of each level in the tree; a child is deeper than its parent.
-DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+from geo.levels import DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,12 @@ class UnitNode:
     name: str
     parent_code: str | None
     expected: int | None = None
-    has_geometry: bool = False
     bbox: tuple[float, float, float, float] | None = None  # w, s, e, n of its polygon
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether the unit has a polygon (then it has its bbox)."""
+        return self.bbox is not None
 
 
 #: ``(commune_code, hamlet_code)`` of a leaf; either may be None.
@@ -98,7 +102,18 @@ class UnitTree:
         return chain
 
     def units_of(self, key: LeafKey) -> list[str]:
-        """The unit codes a leaf counts in: its hamlet, then its commune and its ancestors."""
+        """The unit codes a leaf counts in: its hamlet, then its commune and its ancestors.
+
+        The commune is the leaf's own when that is a current commune, else its hamlet's.
+
+        >>> tree = UnitTree([UnitNode("9", "province", "P", None),
+        ...                  UnitNode("90001", "commune", "C", "9"),
+        ...                  UnitNode("90001-01", "hamlet", "H", "90001")])
+        >>> tree.units_of(("90001", "x")), tree.units_of(("90007", "90001-01"))
+        (['90001', '9'], ['90001-01', '90001', '9'])
+        >>> tree.units_of(("90007", "x"))
+        []
+        """
         if (known := self._leaf_units.get(key)) is not None:
             return known
         self._leaf_units[key] = found = self._units_of(key)
@@ -109,6 +124,11 @@ class UnitTree:
         codes = []
         if hamlet is not None and self._is_level(hamlet, "hamlet"):
             codes.append(hamlet)
+        if commune is None or not self._is_level(commune, "commune"):
+            # None (a rejected item outside every commune) or a code no current commune has
+            # (retired by a reorganisation; households keep the code they were captured in):
+            # the commune the hamlet belongs to now, so the counts still roll up.
+            commune = self.commune_of_hamlet(hamlet)
         if commune is not None and self._is_level(commune, "commune"):
             codes.extend(self.ancestors(commune))
         return codes
@@ -192,10 +212,16 @@ def coverage_pct(accepted: int, expected: int | None) -> float | None:
     return round(100.0 * accepted / expected, 1)
 
 
-def check_level_below(parent_level: str, level: str) -> bool:
-    """Whether ``level`` lies below ``parent_level`` in the tree.
+def outline_of(unit: UnitNode, counts: Counts) -> str:
+    """How the unit's outline is drawn: ``polygon`` (imported), ``drafted`` or ``none``.
 
-    >>> check_level_below("province", "hamlet"), check_level_below("commune", "district")
-    (True, False)
+    A drafted outline is the hull of a hamlet's live (accepted and flagged) households, so a
+    hamlet without polygon has one only while it has any; other levels are never drafted.
+
+    >>> hamlet = UnitNode("90001-01", "hamlet", "H", "90001")
+    >>> outline_of(hamlet, Counts(2, 1, 1)), outline_of(hamlet, Counts(rejected=3))
+    ('drafted', 'none')
     """
-    return DEPTH[level] > DEPTH[parent_level]
+    if unit.has_geometry:
+        return "polygon"
+    return "drafted" if unit.level == "hamlet" and counts.captured > 0 else "none"

@@ -1,10 +1,17 @@
 """Coverage: captured against expected households per unit, rolled up the unit tree.
 
-Computed on every request from the tables (never a stored counter, so it cannot drift from the
-households table): three set-based aggregates by ``(commune_code, hamlet_code)`` — households
-(an index-only scan of ``households_coverage_idx``), rejected submissions (the partial index
+Computed from the tables (never a stored counter, so it cannot drift from the households
+table): three set-based aggregates by ``(commune_code, hamlet_code)`` — households (an
+index-only scan of ``households_coverage_idx``), rejected submissions (the partial index
 ``submissions_rejected_idx``) and open duplicate candidates — then ``geo.coverage`` attributes
 each aggregate row to its hamlet, commune and their ancestors among the units valid now.
+
+Not on every request: the whole tree's coverage is kept in a ``SnapshotCache``
+(``app.state.coverage_cache``, see ``service.snapshots``) with the snapshot it was read in.
+Each request first checks that nothing changed since (the API never accepts a stale value;
+tiles may, briefly); when something did, :func:`update_unit_coverage` aggregates households
+again only in the communes where one changed, while a change of units or of their validity,
+and every ``FULL_READ_S``, causes a full read (:func:`load_unit_coverage`).
 
 Definitions (docs/coverage.md): ``captured`` = live households (accepted + flagged);
 ``rejected`` = items rejected at intake plus households a reviewer rejected; ``open_duplicates``
@@ -28,18 +35,19 @@ from geo.coverage import (
     LeafKey,
     UnitNode,
     UnitTree,
-    check_level_below,
     coverage_pct,
     expected_counts,
+    outline_of,
     roll_up,
 )
+from geo.levels import check_level_below
 from service.errors import BadRequestError, NotFoundError
 from service.models import valid_now
 
 _CURRENT = valid_now()
 
 _UNITS_SQL = f"""
-SELECT code, level, name, parent_code, expected_households, geom IS NOT NULL,
+SELECT code, level, name, parent_code, expected_households,
        ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom)
 FROM admin_units WHERE {_CURRENT}
 """
@@ -70,7 +78,7 @@ SELECT v.data ->> 'commune_code' FROM household_versions v JOIN changed c ON c.i
 """
 
 # A rejected item keeps the hamlet it claimed; its commune is unknown when the point was
-# outside every commune (the caller then takes the claimed hamlet's commune).
+# outside every commune (geo.coverage then takes the claimed hamlet's commune).
 _REJECTED_SQL = """
 SELECT commune_code, hamlet_code, count(*), max(captured_at)
 FROM submissions WHERE status = 'rejected' GROUP BY 1, 2
@@ -103,7 +111,7 @@ GROUP BY 1, 2, 3, 4
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which leaves to aggregate: households of these communes (None: all)."""
+    """Which leaves to aggregate: those of these communes (None: all) or of these hamlets."""
 
     communes: tuple[str, ...] | None = None
     hamlets: tuple[str, ...] = ()
@@ -123,16 +131,11 @@ def load_tree(session: Session) -> UnitTree:
     """The units valid now."""
     rows = session.execute(text(_UNITS_SQL)).all()
     return UnitTree(
+        # No polygon: ST_XMin and the others are null.
         UnitNode(
-            code,
-            level,
-            name,
-            parent,
-            expected=expected,
-            has_geometry=mapped,
-            bbox=(w, s, e, n) if mapped else None,
+            code, level, name, parent, expected=expected, bbox=None if w is None else (w, s, e, n)
         )
-        for code, level, name, parent, expected, mapped, w, s, e, n in rows
+        for code, level, name, parent, expected, w, s, e, n in rows
     )
 
 
@@ -155,13 +158,12 @@ def load_households(
 
 
 def with_rejected_and_pairs(
-    session: Session, tree: UnitTree, households: Mapping[LeafKey, Counts]
+    session: Session, households: Mapping[LeafKey, Counts]
 ) -> dict[LeafKey, Counts]:
     """The household counts plus rejected items and open pairs (both small: read in full)."""
     leaves: dict[LeafKey, Counts] = defaultdict(Counts, households)
     for commune, hamlet, n, last in session.execute(text(_REJECTED_SQL)):
-        key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
-        leaves[key] += Counts(rejected=n, last_captured_at=last)
+        leaves[(commune, hamlet)] += Counts(rejected=n, last_captured_at=last)
     for commune, hamlet, n in session.execute(text(_OPEN_DUPLICATES_SQL)):
         leaves[(commune, hamlet)] += Counts(open_duplicates=n)
     return dict(leaves)
@@ -202,18 +204,8 @@ def _covered(
     households: dict[LeafKey, Counts],
     expected: dict[str, int | None],
 ) -> UnitCoverage:
-    totals = roll_up(tree, with_rejected_and_pairs(session, tree, households))
+    totals = roll_up(tree, with_rejected_and_pairs(session, households))
     return UnitCoverage(tree, totals, expected, households)
-
-
-def _rejected_scope(tree: UnitTree, scope: Scope) -> Scope:
-    """Rejected items of the scope: by commune, or by claimed hamlet when no commune was found."""
-    if scope.communes is None:
-        return scope
-    hamlets = set(scope.hamlets)
-    for commune in scope.communes:
-        hamlets.update(tree.descendants(commune, level="hamlet"))
-    return Scope(scope.communes, tuple(sorted(hamlets)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +246,9 @@ def select_units(tree: UnitTree, query: CoverageQuery) -> list[str]:
 
 
 def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
-    """The smallest scan that covers ``codes``: their communes, and hamlets by code."""
+    """The smallest scan that covers ``codes``: their communes, and by code their hamlets and
+    those of their communes (a leaf with no commune, or one no longer current, counts in its
+    hamlet's: see geo.coverage)."""
     communes: set[str] = set()
     hamlets: set[str] = set()
     for code in codes:
@@ -265,6 +259,7 @@ def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
             communes.add(code)
         else:
             communes.update(tree.descendants(code, level="commune"))
+    wanted_communes = sorted(communes)
     # A hamlet's households are scanned by its commune too when it has one (one index range).
     hamlet_communes = {tree.commune_of_hamlet(h) for h in hamlets}
     communes.update(c for c in hamlet_communes if c is not None)
@@ -272,6 +267,8 @@ def scope_of(tree: UnitTree, codes: Iterable[str]) -> Scope:
     if len(communes) * 2 > every:
         # Most of the tree: one index-only pass over everything beats ANY() over a long list.
         return Scope()
+    for commune in wanted_communes:
+        hamlets.update(tree.descendants(commune, level="hamlet"))
     return Scope(tuple(sorted(communes)), tuple(sorted(hamlets)))
 
 
@@ -318,16 +315,9 @@ def item_out(unit: UnitNode, counts: Counts, expected: int | None) -> dict[str, 
         "expected": expected,
         **counts.as_dict(),
         "coverage_pct": coverage_pct(counts.accepted, expected),
-        "outline": outline_of(unit),
+        "outline": outline_of(unit, counts),
         "bbox": list(unit.bbox) if unit.bbox else None,
     }
-
-
-def outline_of(unit: UnitNode) -> str:
-    """``polygon`` (imported), ``drafted`` (a hamlet drawn from its households) or ``none``."""
-    if unit.has_geometry:
-        return "polygon"
-    return "drafted" if unit.level == "hamlet" else "none"
 
 
 # --- daily series ----------------------------------------------------------------------------
@@ -340,7 +330,7 @@ def add_series(session: Session, tree: UnitTree, items: list[dict[str, Any]]) ->
     wanted = {item["code"] for item in items}
     scope = scope_of(tree, wanted)
     where, params = scope.where(alias="h")
-    rejected_where, rejected_params = _rejected_scope(tree, scope).where(alias="s", name="rej")
+    rejected_where, rejected_params = scope.where(alias="s", name="rej")
     sql = _SERIES_SQL.format(scope=where, rejected_scope=rejected_where)
     by_unit: dict[str, dict[date, list[int]]] = defaultdict(dict)
     by_team: dict[str, dict[str | None, dict[date, list[int]]]] = defaultdict(
@@ -349,8 +339,7 @@ def add_series(session: Session, tree: UnitTree, items: list[dict[str, Any]]) ->
     for commune, hamlet, team, day, *values in session.execute(
         text(sql), {**params, **rejected_params}
     ):
-        key = (commune or tree.commune_of_hamlet(hamlet), hamlet)
-        for code in wanted.intersection(tree.units_of(key)):
+        for code in wanted.intersection(tree.units_of((commune, hamlet))):
             _add_day(by_unit[code], day, values)
             _add_day(by_team[code][team], day, values)
     for item in items:

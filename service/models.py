@@ -29,7 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-UNIT_LEVELS = ("province", "district", "commune", "hamlet")
 ROLES = ("surveyor", "reviewer", "admin", "postal")
 HOUSEHOLD_KINDS = ("residence", "business", "ocop", "public", "other")
 

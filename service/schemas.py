@@ -7,8 +7,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from geo.levels import Level
+
 Role = Literal["surveyor", "reviewer", "admin", "postal"]
-Level = Literal["province", "district", "commune", "hamlet"]
 T = TypeVar("T")
 #: A name: trimmed, not blank.
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

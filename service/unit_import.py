@@ -29,6 +29,7 @@ from geo.boundaries import (
     sibling_gaps,
     sibling_overlaps,
 )
+from geo.levels import LEVELS
 from service import audit
 from service.codes import CodePolicy, issue_pending
 from service.errors import BadRequestError
@@ -125,9 +126,9 @@ def import_units(
 
 
 def _check_request(request: ImportRequest) -> None:
-    if request.level not in PARENT_LEVELS:
+    if request.level not in LEVELS:
         raise BadRequestError(
-            f"Cấp đơn vị '{request.level}' không hợp lệ (province, district, commune, hamlet).",
+            f"Cấp đơn vị '{request.level}' không hợp lệ ({', '.join(LEVELS)}).",
             code="level_invalid",
         )
     if request.name_field is None and request.target_field is None:

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from geo.levels import Level
 from service import coverage
 from service.db import Database
 from service.deps import AnyUser, SessionDep, get_database
 from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
-from service.schemas import Level, Page
+from service.schemas import Page
 from service.snapshots import SnapshotCache
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["coverage"])
@@ -61,7 +62,8 @@ class CoverageOut(BaseModel):
     coverage_pct: float | None = Field(description="100 × accepted / expected, 1 decimal")
     last_captured_at: datetime | None
     outline: Literal["polygon", "drafted", "none"] = Field(
-        description="Imported polygon, a hamlet outline drafted from its households, or none"
+        description="Imported polygon, a hamlet outline drafted from its live households, "
+        "or none (no polygon and nothing to draft one from)"
     )
     bbox: list[float] | None = Field(description="[w, s, e, n] of its polygon (WGS84)")
     series: list[DayOut] | None = None

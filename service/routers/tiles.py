@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from geo.levels import Level
 from geo.tiles import check_tile, units_level
 from service import accounts, tiles
 from service.db import Database
 from service.deps import AnyUser, SessionDep, get_database
 from service.errors import NotFoundError
-from service.schemas import Level
 
 router = APIRouter(prefix="/api/v1/tiles", tags=["tiles"])
 

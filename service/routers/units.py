@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
+from geo.levels import Level
 from service import codes, units
 from service.deps import AdminUser, AnyUser, SessionDep, SettingsDep
 from service.errors import PayloadTooLargeError
 from service.paging import Cursor, Limit, cursor_str, decode_cursor, encode_cursor
-from service.schemas import ImportReport, Level, Page, TargetIn, UnitOut
+from service.schemas import ImportReport, Page, TargetIn, UnitOut
 from service.unit_import import ImportLimits, ImportRequest, import_units
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])

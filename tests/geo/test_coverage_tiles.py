@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import geo.coverage
+import geo.levels
 import geo.tiles
-from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, roll_up
+from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, outline_of, roll_up
 from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, world_xy
 
 TREE = UnitTree(
@@ -28,7 +29,7 @@ T1, T2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC)
 
 
 def test_doctests() -> None:
-    for module in (geo.coverage, geo.tiles):
+    for module in (geo.coverage, geo.levels, geo.tiles):
         assert doctest.testmod(module).failed == 0
 
 
@@ -37,8 +38,14 @@ def test_doctests() -> None:
     [
         (("90001", "90001-01"), ["90001-01", "90001", "90", "9"]),
         (("90001", "unknown"), ["90001", "90", "9"]),  # an unknown claimed hamlet: commune only
-        ((None, "90001-02"), ["90001-02"]),  # no commune (the caller resolves rejected items)
+        # No commune (a rejected item outside every commune), or one that is no current unit
+        # (reorganised, its code retired) while the hamlet still is: the hamlet's commune.
+        ((None, "90001-02"), ["90001-02", "90001", "90", "9"]),
+        (("99999", "90001-02"), ["90001-02", "90001", "90", "9"]),
+        (("99999", "unknown"), []),
         (("99999", None), []),  # not a current unit
+        # A current commune is the household's own, even when its hamlet is the neighbour's.
+        (("90002", "90001-02"), ["90001-02", "90002", "9"]),
         (("90001-01", "90001"), []),  # codes of the wrong level count nowhere
         ((None, None), []),
     ],
@@ -90,6 +97,45 @@ def test_expected_is_own_or_the_sum_of_the_children_that_have_one() -> None:
         "90002": 50,
         "9": 150,
     }
+
+
+def test_a_retired_communes_households_roll_up_through_their_hamlets_commune() -> None:
+    leaves = {("90001", "90001-01"): Counts(2, 2), ("99999", "90001-02"): Counts(3, 3)}
+    totals = roll_up(TREE, leaves)
+    assert totals["90001-02"].captured == 3
+    assert totals["90001"].captured == totals["90"].captured == totals["9"].captured == 5
+    assert "99999" not in totals
+
+
+BOX = (105.0, 10.0, 105.1, 10.1)
+
+
+@pytest.mark.parametrize(
+    ("unit", "counts", "outline"),
+    [
+        (UnitNode("90001", "commune", "C", "9", bbox=BOX), Counts(), "polygon"),
+        (
+            UnitNode("90001-01", "hamlet", "H", "90001", bbox=BOX),
+            Counts(),
+            "polygon",
+        ),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(2, 1, 1), "drafted"),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(1, 0, 1), "drafted"),  # flagged
+        # Nothing live to draw a hull around: no households, or rejected ones only.
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(), "none"),
+        (UnitNode("90001-01", "hamlet", "H", "90001"), Counts(rejected=2), "none"),
+        (UnitNode("90001", "commune", "C", "9"), Counts(5, 5), "none"),  # only hamlets drafted
+    ],
+)
+def test_outline_is_drafted_only_where_live_households_can_draw_one(
+    unit: UnitNode, counts: Counts, outline: str
+) -> None:
+    assert outline_of(unit, counts) == outline
+
+
+def test_a_unit_has_geometry_exactly_when_it_has_a_bbox() -> None:
+    assert UnitNode("1", "hamlet", "H", None, bbox=BOX).has_geometry
+    assert not UnitNode("1", "hamlet", "H", None).has_geometry
 
 
 def test_a_parent_cycle_does_not_hang() -> None:

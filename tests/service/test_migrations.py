@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import URL, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from geo.levels import LEVELS
 from service import migrate
 
 TABLES = {
@@ -51,6 +54,20 @@ def test_spatial_indexes_exist(db_url: URL) -> None:
         ).scalars()
         assert set(coverage) == {"households_coverage_idx", "submissions_rejected_idx"}
     engine.dispose()
+
+
+def test_the_schema_allows_exactly_the_unit_levels_of_geo_levels(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        [check] = conn.execute(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'admin_units'::regclass AND contype = 'c' "
+                "AND pg_get_constraintdef(oid) LIKE '%level%'"
+            )
+        ).scalars()
+    engine.dispose()
+    assert tuple(re.findall(r"'(\w+)'", check)) == LEVELS
 
 
 def test_audit_events_are_append_only(db_url: URL) -> None:

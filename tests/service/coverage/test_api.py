@@ -159,6 +159,15 @@ def test_units_come_and_go_as_their_validity_begins_and_ends(
     assert_matches_tables(coverage(client, campaign.reviewer, parent="98"), db)
 
 
+def test_a_hamlet_without_polygon_or_households_has_no_outline(
+    client: TestClient, area: None, admin_headers: dict[str, str]
+) -> None:
+    hamlets = coverage(client, admin_headers, level="hamlet")
+    assert hamlets["98002-01"]["outline"] == "none" and hamlets["98002-01"]["bbox"] is None
+    assert hamlets["98001-01"]["outline"] == "polygon"
+    assert coverage(client, admin_headers, level="commune")["98002"]["outline"] == "polygon"
+
+
 def test_pages_by_code(client: TestClient, campaign: Campaign) -> None:
     first = client.get(
         "/api/v1/coverage", params={"level": "hamlet", "limit": 2}, headers=campaign.reviewer
@@ -230,3 +239,45 @@ def test_a_household_moved_to_another_commune_leaves_the_old_one(
     assert after["98002"]["captured"] == before["98002"]["captured"] + 1
     assert_matches_tables(coverage(client, campaign.reviewer, level="hamlet"), db)
     assert_matches_tables(after, db)
+
+
+def test_a_reorganised_communes_households_count_in_their_hamlets_new_commune(
+    client: TestClient, campaign: Campaign, db: Session
+) -> None:
+    # 98002 is merged into 98001: its code is retired and its hamlet moves to 98001 (a new
+    # version). The households keep the commune code they were captured in.
+    db.execute(
+        text(
+            "UPDATE admin_units SET valid_to = now() "
+            "WHERE code IN ('98002', '98002-01') AND valid_to IS NULL"
+        )
+    )
+    db.execute(
+        text(
+            "INSERT INTO admin_units (code, level, name, parent_code, province_code, "
+            "expected_households, valid_from, source) "
+            "SELECT code, level, name, '98001', province_code, expected_households, now(), 'test' "
+            "FROM admin_units WHERE code = '98002-01'"
+        )
+    )
+    db.commit()
+    communes = coverage(client, campaign.reviewer, parent="98")
+    assert set(communes) == {"98001"}
+    assert communes["98001"]["captured"] == 6 + 3  # its own, and those of 98002-01
+    [province] = coverage(client, campaign.reviewer, level="province").values()
+    assert (province["captured"], province["accepted"]) == (9, 7)  # nothing lost on the way up
+    hamlets = coverage(client, campaign.reviewer, level="hamlet", parent="98001")
+    assert hamlets["98002-01"]["captured"] == 3
+    one = client.get("/api/v1/coverage/98001?series=daily", headers=campaign.reviewer).json()
+    teams = {t["team"]: t["captured"] for t in one["teams"]}
+    assert teams == {"Tổ A": 6, "Tổ B": 3}
+    assert sum(d["captured"] for d in one["series"]) == 9
+    # Brought up to date by commune (the retired code's) when one of them changes.
+    from service.dedupe import add_version
+
+    hid = campaign.team_b_households[0]
+    db.execute(text("UPDATE households SET status = 'rejected' WHERE id = :id"), {"id": hid})
+    add_version(db, hid, reason="correction", actor=None)
+    db.commit()
+    after = coverage(client, campaign.reviewer, parent="98")["98001"]
+    assert (after["captured"], after["rejected"]) == (8, communes["98001"]["rejected"] + 1)

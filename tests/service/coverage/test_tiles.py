@@ -174,6 +174,35 @@ def test_tiles_reflect_changes_when_no_staleness_is_allowed(
         assert (h1()["open_duplicates"], h1()["captured"]) == (0, 4)
 
 
+def test_outline_is_drafted_exactly_where_the_tiles_draw_one(
+    settings: Settings, campaign: Campaign, db: Session
+) -> None:
+    from service.dedupe import add_version
+
+    strict = settings.model_copy(update={"tiles_max_stale_s": 0.0})
+    with TestClient(create_app(strict)) as client:
+        zxy = tile_of(*CENTRE, 13)
+
+        def drawn() -> dict[str, bool]:
+            found = features(get_tile(client, campaign.reviewer, "units", zxy), "units")
+            return {f["properties"]["code"]: f["properties"]["drafted"] for f in found}
+
+        def outlines() -> dict[str, str]:
+            items = coverage(client, campaign.reviewer, level="hamlet")
+            return {code: item["outline"] for code, item in items.items()}
+
+        assert drawn()["98002-01"] is True and outlines()["98002-01"] == "drafted"
+        # Its households rejected: none is live, so there is no hull to draw.
+        for hid in campaign.team_b_households:
+            db.execute(
+                text("UPDATE households SET status = 'rejected' WHERE id = :id"), {"id": hid}
+            )
+            add_version(db, hid, reason="correction", actor=None)
+        db.commit()
+        assert "98002-01" not in drawn() and outlines()["98002-01"] == "none"
+        assert outlines()["98001-01"] == "polygon"
+
+
 def test_cache_headers_and_conditional_requests(client: TestClient, campaign: Campaign) -> None:
     first = get_tile(client, campaign.reviewer, "units", tile_of(*CENTRE, 9))
     assert first.status_code == 200
