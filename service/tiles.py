@@ -11,7 +11,9 @@ What cannot be read per tile in time is computed once and kept until the data ch
 of hamlets without polygons, and the household counts per quadtree cell that low-zoom clusters
 add up. A cache knows exactly when it is out of date (it remembers the snapshot it read, like
 incremental exports); it may then serve the old value for ``tiles_max_stale_s`` while a
-background thread recomputes it, which is what tiles' own ``max-age`` allows anyway.
+background thread recomputes it, which is what tiles' own ``max-age`` allows anyway. Coverage
+and cells are brought up to date from the households written since (the cells keep each drawn
+household's point for that); the drafted outlines are read again.
 
 Tiles carry no personal data: households have id, status and address code only. Surveyors get
 households of their team's area only.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -188,13 +191,22 @@ _SQL_CLUSTERS_TILE = _mvt(
     """,
 )
 
-# Households by status index (into the bound ``statuses``) and position, for the cells.
+# Households by id, status index (into the bound ``statuses``; -1: not drawn, or no point)
+# and position, for the cells: every live one, or those written after a snapshot.
 _CELL_POINTS = """
-SELECT (array_position(CAST(%(statuses)s AS text[]), CAST(h.status AS text)) - 1)::int4,
-       ST_X(h.geom), ST_Y(h.geom)
-FROM households h WHERE h.status = ANY(%(statuses)s) AND h.geom IS NOT NULL
+SELECT h.id,
+       CASE WHEN h.geom IS NULL THEN -1
+            ELSE coalesce(array_position(CAST(%(statuses)s AS text[]), CAST(h.status AS text)), 0)
+                 - 1 END::int4,
+       coalesce(ST_X(h.geom), 0), coalesce(ST_Y(h.geom), 0)
+FROM households h WHERE {where}
 """
-_CELL_POINT_DTYPE = record_dtype((("status", ">i4"), ("lon", ">f8"), ("lat", ">f8")))
+_ALL_POINTS = _CELL_POINTS.format(where="h.status = ANY(%(statuses)s) AND h.geom IS NOT NULL")
+_CHANGED_POINTS = _CELL_POINTS.format(
+    where="h.change_xid >= pg_snapshot_xmin(CAST(%(snapshot)s AS pg_snapshot)) "
+    "AND NOT pg_visible_in_snapshot(h.change_xid, CAST(%(snapshot)s AS pg_snapshot))"
+)
+_CELL_POINT_DTYPE = record_dtype((("id", ">i8"), ("status", ">i4"), ("lon", ">f8"), ("lat", ">f8")))
 
 # The outline of a hamlet without polygon: the convex hull of its live households, widened a
 # little so its edge households lie inside. Buffered in 3857, where a metre on the ground is
@@ -235,17 +247,62 @@ def load_drafts(session: Session) -> list[Draft]:
     return drafts
 
 
-def load_cells(session: Session) -> Cells:
+@dataclass(frozen=True, slots=True)
+class CellPoints:
+    """The cells, and the drawn households they were counted from (ids ascending) so that an
+    update re-reads only the households written since."""
+
+    cells: Cells
+    ids: npt.NDArray[np.int64]
+    lon: npt.NDArray[np.float64]
+    lat: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int64]
+
+
+def load_cells(session: Session) -> CellPoints:
     """Households per quadtree cell of CELL_LEVEL, by status: the points read with binary
     COPY and counted in numpy (450,000 households: a fraction of a second; a GROUP BY in
     PostgreSQL plus fetching its rows took 5 s)."""
-    points = fetch_records(session, _CELL_POINTS, {"statuses": list(STATUSES)}, _CELL_POINT_DTYPE)
-    return count_cells(
-        points["lon"].astype(np.float64),
-        points["lat"].astype(np.float64),
-        points["status"].astype(np.int64),
-        STATUSES,
+    points = fetch_records(session, _ALL_POINTS, {"statuses": list(STATUSES)}, _CELL_POINT_DTYPE)
+    order = np.argsort(points["id"], kind="stable")
+    return _counted(
+        points["id"][order].astype(np.int64),
+        points["lon"][order].astype(np.float64),
+        points["lat"][order].astype(np.float64),
+        points["status"][order].astype(np.int64),
     )
+
+
+def update_cells(session: Session, previous: CellPoints, since: str) -> CellPoints:
+    """``previous`` with the households written after the snapshot ``since`` read again (a
+    busy intake changes a few thousand of a province's households between two reads)."""
+    changed = fetch_records(
+        session,
+        _CHANGED_POINTS,
+        {"statuses": list(STATUSES), "snapshot": since},
+        _CELL_POINT_DTYPE,
+    )
+    if not len(changed):
+        return previous
+    keep = ~np.isin(previous.ids, changed["id"])
+    drawn = changed[changed["status"] >= 0]
+    ids = np.concatenate([previous.ids[keep], drawn["id"].astype(np.int64)])
+    order = np.argsort(ids, kind="stable")
+    return _counted(
+        ids[order],
+        np.concatenate([previous.lon[keep], drawn["lon"].astype(np.float64)])[order],
+        np.concatenate([previous.lat[keep], drawn["lat"].astype(np.float64)])[order],
+        np.concatenate([previous.status[keep], drawn["status"].astype(np.int64)])[order],
+    )
+
+
+def _counted(
+    ids: npt.NDArray[np.int64],
+    lon: npt.NDArray[np.float64],
+    lat: npt.NDArray[np.float64],
+    status: npt.NDArray[np.int64],
+) -> CellPoints:
+    return CellPoints(count_cells(lon, lat, status, STATUSES), ids, lon, lat, status)
 
 
 class TileCaches:
@@ -258,7 +315,7 @@ class TileCaches:
         self.max_stale_s = max_stale_s
         self.coverage = coverage_cache
         self.drafts = SnapshotCache(load_drafts)
-        self.cells = SnapshotCache(load_cells)
+        self.cells = SnapshotCache(load_cells, update=update_cells)
 
 
 # --- tiles -------------------------------------------------------------------------------------
@@ -356,7 +413,10 @@ def households_tile(
             session, _SQL_CLUSTERS_TILE.format(area=area), {**params, "cell": cell}
         )
     found_clusters = clusters(
-        caches.cells.get(database, session, max_stale_s=caches.max_stale_s), tile.z, tile.x, tile.y
+        caches.cells.get(database, session, max_stale_s=caches.max_stale_s).cells,
+        tile.z,
+        tile.x,
+        tile.y,
     )
     return clusters_mvt(session, found_clusters, params)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import mapbox_vector_tile
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -259,3 +260,52 @@ def test_the_bare_tile_queries_of_the_benchmark_run_and_hold_the_layer(
     mvt = db.execute(text(sql), params).one()[-1]  # points: (how many, tile)
     decoded = mapbox_vector_tile.decode(bytes(mvt))
     assert decoded[layer]["features"]
+
+
+def _same_cells(one: tiles.CellPoints, other: tiles.CellPoints) -> None:
+    assert one.ids.tolist() == other.ids.tolist()
+    assert one.status.tolist() == other.status.tolist()
+    assert (one.lon.tolist(), one.lat.tolist()) == (other.lon.tolist(), other.lat.tolist())
+    for name in ("cx", "cy", "counts"):
+        assert getattr(one.cells, name).tolist() == getattr(other.cells, name).tolist(), name
+    assert one.cells.sum_x.tolist() == pytest.approx(other.cells.sum_x.tolist())
+    assert one.cells.sum_y.tolist() == pytest.approx(other.cells.sum_y.tolist())
+
+
+def test_cells_brought_up_to_date_equal_cells_read_in_full(campaign: Campaign, db: Session) -> None:
+    # The cache re-reads only households written after its snapshot: a move, a status that
+    # is no longer drawn (merged), another status and a new household must
+    # all come out as a full read sees them.
+    snapshot = db.scalar(text("SELECT pg_current_snapshot()::text"))
+    before = tiles.load_cells(db)
+    db.commit()
+    ids = before.ids.tolist()
+    assert len(ids) >= 4
+    db.execute(
+        text("UPDATE households SET geom = ST_Translate(geom, 0.05, 0.02) WHERE id = :id"),
+        {"id": ids[0]},
+    )
+    db.execute(text("UPDATE households SET status = 'merged' WHERE id = :id"), {"id": ids[1]})
+    db.execute(text("UPDATE households SET status = 'flagged' WHERE id = :id"), {"id": ids[2]})
+    db.execute(
+        text(
+            "INSERT INTO households (status, geom, commune_code, hamlet_code, captured_at) "
+            "SELECT 'accepted', ST_Translate(geom, 0.01, 0), commune_code, hamlet_code, "
+            "captured_at "
+            "FROM households WHERE id = :id"
+        ),
+        {"id": ids[3]},
+    )
+    db.commit()
+    updated = tiles.update_cells(db, before, snapshot)
+    full = tiles.load_cells(db)
+    db.commit()
+    _same_cells(updated, full)
+    assert len(updated.ids) == len(before.ids)  # one merged away, one new
+    assert updated.cells.counts.sum() == before.cells.counts.sum()
+    assert not np.array_equal(updated.cells.cx, before.cells.cx) or not np.array_equal(
+        updated.cells.counts, before.cells.counts
+    )
+    # Nothing written since: the very same value.
+    later = db.scalar(text("SELECT pg_current_snapshot()::text"))
+    assert tiles.update_cells(db, full, later) is full
