@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 BACKLOG = 2048
 #: A worker that exits with this code could not start (bad app, bad settings): no restart.
 _STARTUP_FAILURE = 3
+#: A worker that raised after it started serving exits with this code: it is replaced.
+_CRASHED = 1
 _STOP_TIMEOUT_S = 30.0
 #: A worker that crashed is restarted after a delay that doubles from the first to the
 #: last, so a crash loop costs little CPU; once a worker has run steadily the delay resets.
@@ -124,8 +126,9 @@ def _worker(options: ServeOptions) -> None:
     """A child process: its own listening socket on the shared port, one uvicorn server.
 
     A worker that could not start exits with ``_STARTUP_FAILURE``, which the supervisor does
-    not restart: the next attempt would fail the same way. A crash after that exits non-zero
-    with the traceback, and the supervisor replaces the worker.
+    not restart: the next attempt would fail the same way. An exception once it has started
+    serving is a crash: it is logged with its traceback, the worker exits ``_CRASHED``, and
+    the supervisor replaces it (after its back-off).
     """
     from service.logs import configure_logging
 
@@ -134,12 +137,16 @@ def _worker(options: ServeOptions) -> None:
         # Not listening yet: the event loop listens once the app has started, so until then
         # the kernel sends this worker no connections to hold or reset.
         sock = _reuseport_socket(options.host, options.port)
+    except OSError:
+        log.exception("worker %s could not bind its socket", os.getpid())
+        raise SystemExit(_STARTUP_FAILURE) from None
+    try:
         _run(_WorkerServer(options.config()), sockets=[sock])
-    except StartupFailure:
+    except StartupFailure:  # _run logged why
         raise SystemExit(_STARTUP_FAILURE) from None
-    except Exception:
-        log.exception("worker %s could not start", os.getpid())
-        raise SystemExit(_STARTUP_FAILURE) from None
+    except Exception:  # _run lets through only what happened once the server had started
+        log.exception("worker %s crashed while serving", os.getpid())
+        raise SystemExit(_CRASHED) from None
 
 
 class _WorkerServer(Server):

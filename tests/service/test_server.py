@@ -100,10 +100,16 @@ def _answers(live: Server, *, times: int = 20) -> None:
         assert response.headers["content-type"].startswith("application/json")
 
 
-def _kill_and_replace(live: Server, workers: set[int], victim: int) -> set[int]:
-    """SIGKILL one worker; the port answers meanwhile; return the workers once a new one
+def _sigkill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def _kill_and_replace(
+    live: Server, workers: set[int], victim: int, *, kill: Callable[[int], None] = _sigkill
+) -> set[int]:
+    """Kill one worker; the port answers meanwhile; return the workers once a new one
     listens in its place."""
-    os.kill(victim, signal.SIGKILL)
+    kill(victim)
     _wait_for("the killed worker exits", lambda: _gone(victim), timeout_s=10)
     _answers(live)  # the survivor alone
     rest = workers - {victim}
@@ -133,6 +139,49 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_the_server(settings: Sett
         live.process.send_signal(signal.SIGTERM)
         assert live.process.wait(timeout=server._STOP_TIMEOUT_S + 10) == 0
     assert all(_gone(pid) for pid in workers)
+
+
+# Imported at start-up by every Python process of the server under test (on its PYTHONPATH):
+# a worker whose pid names a file in DIACHISO_TEST_CRASH_CUES raises from uvicorn's main loop,
+# as a bug would in a worker that is serving.
+_CRASH_ON_CUE = """
+import os
+from pathlib import Path
+from uvicorn.server import Server
+
+_on_tick = Server.on_tick
+
+async def on_tick(self, counter):
+    if Path(os.environ["DIACHISO_TEST_CRASH_CUES"], str(os.getpid())).exists():
+        raise RuntimeError("a bug in a worker that is serving")
+    return await _on_tick(self, counter)
+
+Server.on_tick = on_tick
+"""
+
+
+def test_a_worker_that_raises_while_serving_is_replaced(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after start-up is not a start-up failure: the worker is replaced, not retired."""
+    (tmp_path / "sitecustomize.py").write_text(_CRASH_ON_CUE)
+    cues = tmp_path / "cues"
+    cues.mkdir()
+    path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    monkeypatch.setenv("DIACHISO_TEST_CRASH_CUES", str(cues))
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    with serve(url, workers=2) as live:
+        _wait_for("two workers listening", lambda: len(_listening(live)) == 2, timeout_s=120)
+        first, second = sorted(_listening(live))
+        workers = _kill_and_replace(
+            live, {first, second}, first, kill=lambda pid: (cues / str(pid)).touch()
+        )
+        # Both crash in turn: the replacement of the first serves alone meanwhile.
+        workers = _kill_and_replace(
+            live, workers, second, kill=lambda pid: (cues / str(pid)).touch()
+        )
+        _answers(live)
 
 
 # `diachiso serve`, except that the settings go bad after the CLI has checked them: what the
