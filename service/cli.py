@@ -97,8 +97,8 @@ def serve(
     try:
         with _database(settings), metrics.shared_directory(workers):
             server.serve(options, workers=workers)
-    except server.StartupFailure as exc:  # the workers logged why
-        typer.echo(f"{exc}; see the log above", err=True)
+    except server.StartupFailure as exc:  # one line: the reason, or where the log has it
+        typer.echo(str(exc), err=True)
         raise typer.Exit(3) from None
 
 

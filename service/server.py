@@ -11,6 +11,7 @@ socket of its own and the kernel spreads new connections across them.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import multiprocessing
 import os
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 BACKLOG = 2048
 #: A worker that exits with this code could not start (bad app, bad settings): no restart.
 _STARTUP_FAILURE = 3
+#: A worker that raised after it started serving exits with this code: it is replaced.
+_CRASHED = 1
 _STOP_TIMEOUT_S = 30.0
 #: A worker that crashed is restarted after a delay that doubles from the first to the
 #: last, so a crash loop costs little CPU; once a worker has run steadily the delay resets.
@@ -41,7 +44,8 @@ _POLL_S = 0.25
 
 
 class StartupFailure(RuntimeError):
-    """The server could not start: no worker got as far as serving."""
+    """The server could not start: no worker got as far as serving. The message is for the
+    operator, whole (it says when the log has the details)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,10 @@ def serve(options: ServeOptions, *, workers: int) -> None:
     Raises
     ------
     StartupFailure
-        The app did not start (in one process), or no worker did (with several).
+        The address cannot be listened on, the app did not start (in one process), or no
+        worker did (with several).
     """
+    _check_address(options.host, options.port)
     if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
         _run(Server(options.config()))
         return
@@ -86,16 +92,54 @@ def serve(options: ServeOptions, *, workers: int) -> None:
         _Supervisor(dataclasses.replace(options, port=port), workers).run()
 
 
+def _check_address(host: str, port: int) -> None:
+    """Fail now, before any app or worker starts, if host:port cannot be listened on.
+
+    The probe binds without SO_REUSEPORT, so it also refuses a port that another
+    ``serve --workers`` listens on, which our workers' sockets would silently join.
+    """
+    _bound_socket(host, port, reuse_port=False).close()
+
+
 def _reuseport_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port with SO_REUSEPORT (not yet listening)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    return _bound_socket(host, port, reuse_port=True)
+
+
+def _bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to host:port (not yet listening).
+
+    Raises
+    ------
+    StartupFailure
+        The port is out of range, the host does not resolve, or the bind fails.
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # getaddrinfo takes 70000 and wraps it to 4464: check the range first.
+    if not 0 <= port <= 65535:
+        raise StartupFailure(f"cannot listen on {where}: the port must be between 0 and 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupFailure(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StartupFailure(f"cannot listen on {where}: {_bind_error(exc)}") from None
     return sock
+
+
+def _bind_error(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another server?); choose one with --port or DIACHISO_PORT"
+    return exc.strerror or str(exc)
 
 
 def _run(server: Server, *, sockets: list[socket.socket] | None = None) -> None:
@@ -115,17 +159,18 @@ def _run(server: Server, *, sockets: list[socket.socket] | None = None) -> None:
             raise
         if not isinstance(exc, SystemExit):  # uvicorn logs before its sys.exit
             log.exception("process %s: the server could not start", os.getpid())
-        raise StartupFailure("the server could not start") from None
+        raise StartupFailure("the server could not start; see the log above") from None
     if not server.started:
-        raise StartupFailure("the server could not start")
+        raise StartupFailure("the server could not start; see the log above")
 
 
 def _worker(options: ServeOptions) -> None:
     """A child process: its own listening socket on the shared port, one uvicorn server.
 
     A worker that could not start exits with ``_STARTUP_FAILURE``, which the supervisor does
-    not restart: the next attempt would fail the same way. A crash after that exits non-zero
-    with the traceback, and the supervisor replaces the worker.
+    not restart: the next attempt would fail the same way. An exception once it has started
+    serving is a crash: it is logged with its traceback, the worker exits ``_CRASHED``, and
+    the supervisor replaces it (after its back-off).
     """
     from service.logs import configure_logging
 
@@ -134,12 +179,16 @@ def _worker(options: ServeOptions) -> None:
         # Not listening yet: the event loop listens once the app has started, so until then
         # the kernel sends this worker no connections to hold or reset.
         sock = _reuseport_socket(options.host, options.port)
+    except StartupFailure as exc:
+        log.error("worker %s: %s", os.getpid(), exc)
+        raise SystemExit(_STARTUP_FAILURE) from None
+    try:
         _run(_WorkerServer(options.config()), sockets=[sock])
-    except StartupFailure:
+    except StartupFailure:  # _run logged why
         raise SystemExit(_STARTUP_FAILURE) from None
-    except Exception:
-        log.exception("worker %s could not start", os.getpid())
-        raise SystemExit(_STARTUP_FAILURE) from None
+    except Exception:  # _run lets through only what happened once the server had started
+        log.exception("worker %s crashed while serving", os.getpid())
+        raise SystemExit(_CRASHED) from None
 
 
 class _WorkerServer(Server):
@@ -204,7 +253,9 @@ class _Supervisor:
                 self._tend(slot, now=time.monotonic())
         self._stop_all()
         if all(slot.retired for slot in self.slots):
-            raise StartupFailure(f"none of the {self.workers} workers could start")
+            raise StartupFailure(
+                f"none of the {self.workers} workers could start; see the log above"
+            )
 
     def _start(self) -> BaseProcess:
         process = self.context.Process(target=_worker, args=(self.options,), daemon=False)

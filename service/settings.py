@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,10 @@ from geo.boundaries import MAX_FEATURE_VERTICES
 from geo.dedupe import DedupeParams
 
 _DEDUPE = DedupeParams()  # the defaults live with the scoring they tune
+_BASEMAP_EXAMPLE = "https://tiles.example.vn/{z}/{x}/{y}.png"
+# The basemap's origin goes into the pages' Content-Security-Policy: ';' would end its
+# directive, ',' start a second policy, whitespace or a quote add or break a source.
+_CSP_BREAKERS = frozenset(";,'\"")
 
 
 class Settings(BaseSettings):
@@ -95,6 +100,16 @@ class Settings(BaseSettings):
         description="Raster basemap tile URL ({z}/{x}/{y}) for the map pages; none by default",
     )
 
+    @field_validator("basemap_url")
+    @classmethod
+    def _check_basemap_url(cls, value: str | None) -> str | None:
+        url = (value or "").strip()
+        if not url:
+            return None
+        if problem := _basemap_url_problem(url):
+            raise ValueError(f"DIACHISO_BASEMAP_URL {problem}")
+        return url
+
     @field_validator("metrics_token")
     @classmethod
     def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
@@ -136,6 +151,35 @@ class Settings(BaseSettings):
     def uses_embedded_db(self) -> bool:
         """True when no external database is configured."""
         return self.database_url is None
+
+
+def _basemap_url_problem(url: str) -> str | None:
+    """What is wrong with a basemap tile URL template, or None."""
+    for char in url:
+        if char in _CSP_BREAKERS or char.isspace() or not char.isprintable():
+            return f"may not contain {char!r} (the URL goes into the pages' CSP header)"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL with a host, e.g. {_BASEMAP_EXAMPLE}"
+    if problem := _basemap_origin_problem(parts.netloc):
+        return problem
+    if missing := [p for p in ("{z}", "{x}", "{y}") if p not in url]:
+        return f"must contain {{z}}, {{x}} and {{y}} (missing {', '.join(missing)})"
+    return None
+
+
+def _basemap_origin_problem(netloc: str) -> str | None:
+    """The host[:port] must be a valid CSP host-source, as the pages' policy names it."""
+    if "@" in netloc:
+        return "may not carry a user or password (user:password@host)"
+    if "{" in netloc:
+        return "may not have a placeholder in its host ({s}, {a-c}): name one server"
+    if not netloc.isascii():
+        return "must write an internationalised host name in its xn-- (IDNA) form"
+    _, colon, port = netloc.rpartition("]")[2].partition(":")  # past an IPv6 literal's "]"
+    if colon and not (port.isdigit() and 0 < int(port) <= 65535):
+        return f"has a bad port: {port!r}"
+    return None
 
 
 def sqlalchemy_url(url: str) -> str:
