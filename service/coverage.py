@@ -43,6 +43,7 @@ from geo.coverage import (
 from geo.levels import check_level_below
 from service.errors import BadRequestError, NotFoundError
 from service.models import valid_now
+from service.snapshots import changed_places
 
 _CURRENT = valid_now()
 
@@ -66,16 +67,7 @@ FROM households WHERE {where} GROUP BY 1, 2
 
 # The communes whose households changed after a snapshot: where they are now, and where any
 # of their versions put them (so a household moved to another commune leaves the old one).
-_CHANGED_COMMUNES = """
-WITH changed AS (
-    SELECT id, commune_code FROM households
-    WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
-      AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
-)
-SELECT commune_code FROM changed
-UNION
-SELECT v.data ->> 'commune_code' FROM household_versions v JOIN changed c ON c.id = v.household_id
-"""
+_CHANGED_COMMUNES = changed_places("commune_code")
 
 # A rejected item keeps the hamlet it claimed; its commune is unknown when the point was
 # outside every commune (geo.coverage then takes the claimed hamlet's commune).

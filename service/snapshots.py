@@ -58,15 +58,36 @@ FROM (
     FROM admin_units
 ) AS boundaries
 """
+
+
+def written_after(snapshot: str, *, alias: str = "h") -> str:
+    """SQL: household ``alias`` was written by a transaction the snapshot (bound as
+    ``snapshot``, e.g. ``:snapshot`` or ``%(snapshot)s``) does not see; the xmin bound lets
+    the ``change_xid`` index answer."""
+    bound = f"CAST({snapshot} AS pg_snapshot)"
+    return (
+        f"{alias}.change_xid >= pg_snapshot_xmin({bound}) "
+        f"AND NOT pg_visible_in_snapshot({alias}.change_xid, {bound})"
+    )
+
+
+def changed_places(column: str) -> str:
+    """SQL: the values of ``column`` (``commune_code``, ``hamlet_code``) of the households
+    written after ``:snapshot``, where they are now and where any of their versions put them
+    (one that moved away changes the place it left)."""
+    return f"""
+WITH changed AS (SELECT h.id, h.{column} FROM households h WHERE {written_after(":snapshot")})
+SELECT {column} FROM changed
+UNION
+SELECT v.data ->> '{column}' FROM household_versions v JOIN changed c ON c.id = v.household_id
+"""
+
+
 # The check of an entry, in one round trip: the state now, and whether a household was
 # written after the entry's snapshot.
 _CHECK = f"""
 SELECT {_STATE},
-       EXISTS (
-           SELECT 1 FROM households
-           WHERE change_xid >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))
-             AND NOT pg_visible_in_snapshot(change_xid, CAST(:snapshot AS pg_snapshot))
-       )
+       EXISTS (SELECT 1 FROM households h WHERE {written_after(":snapshot")})
 """
 
 

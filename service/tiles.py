@@ -11,9 +11,10 @@ What cannot be read per tile in time is computed once and kept until the data ch
 of hamlets without polygons, and the household counts per quadtree cell that low-zoom clusters
 add up. A cache knows exactly when it is out of date (it remembers the snapshot it read, like
 incremental exports); it may then serve the old value for ``tiles_max_stale_s`` while a
-background thread recomputes it, which is what tiles' own ``max-age`` allows anyway. Coverage
-and cells are brought up to date from the households written since (the cells keep each drawn
-household's point for that); the drafted outlines are read again.
+background thread recomputes it, which is what tiles' own ``max-age`` allows anyway.
+Coverage, cells and drafted outlines are brought up to date from the households written since
+(the cells keep each drawn household's point for that; outlines are drawn again only for the
+hamlets those households are or were in).
 
 Tiles carry no personal data: households have id, status and address code only. Surveyors get
 households of their team's area only.
@@ -49,7 +50,7 @@ from service.coverage import UnitCoverage, item_out
 from service.db import Database
 from service.models import valid_now
 from service.pgcopy import fetch_records, record_dtype
-from service.snapshots import SnapshotCache
+from service.snapshots import SnapshotCache, changed_places, written_after
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +203,7 @@ SELECT h.id,
 FROM households h WHERE {where}
 """
 _ALL_POINTS = _CELL_POINTS.format(where="h.status = ANY(%(statuses)s) AND h.geom IS NOT NULL")
-_CHANGED_POINTS = _CELL_POINTS.format(
-    where="h.change_xid >= pg_snapshot_xmin(CAST(%(snapshot)s AS pg_snapshot)) "
-    "AND NOT pg_visible_in_snapshot(h.change_xid, CAST(%(snapshot)s AS pg_snapshot))"
-)
+_CHANGED_POINTS = _CELL_POINTS.format(where=written_after("%(snapshot)s"))
 _CELL_POINT_DTYPE = record_dtype((("id", ">i8"), ("status", ">i4"), ("lon", ">f8"), ("lat", ">f8")))
 
 # The outline of a hamlet without polygon: the convex hull of its live households, widened a
@@ -219,6 +217,8 @@ FROM (SELECT h.hamlet_code AS code, ST_Transform(ST_ConvexHull(ST_Collect(h.geom
       WHERE h.hamlet_code = ANY(:hamlets) AND h.status IN ('accepted', 'flagged')
       GROUP BY h.hamlet_code) hulls
 """
+
+_CHANGED_HAMLETS = changed_places("hamlet_code")
 
 _UNMAPPED_HAMLETS = (
     f"SELECT u.code FROM admin_units u WHERE u.level = 'hamlet' AND u.geom IS NULL AND {_CURRENT}"
@@ -235,8 +235,28 @@ class Draft:
 
 
 def load_drafts(session: Session) -> list[Draft]:
-    """Outlines of the current hamlets without polygon that have live households."""
-    hamlets = session.scalars(text(_UNMAPPED_HAMLETS)).all()
+    """Outlines of the current hamlets without polygon that have live households (by code)."""
+    return _drafts_of(session, session.scalars(text(_UNMAPPED_HAMLETS)).all())
+
+
+def update_drafts(session: Session, previous: list[Draft], since: str) -> list[Draft]:
+    """``previous`` with the outlines of the hamlets whose households were written after the
+    snapshot ``since`` (where they are, and where they were) drawn again; the units have not
+    changed (the cache checks that), so neither has the set of hamlets without polygon."""
+    changed = set(session.scalars(text(_CHANGED_HAMLETS), {"snapshot": since}))
+    if not changed:
+        return previous
+    unmapped = session.scalars(text(_UNMAPPED_HAMLETS)).all()
+    kept = [d for d in previous if d.code not in changed]
+    return sorted(
+        [*kept, *_drafts_of(session, [c for c in unmapped if c in changed])],
+        key=lambda d: d.code,
+    )
+
+
+def _drafts_of(session: Session, hamlets: Sequence[str]) -> list[Draft]:
+    if not hamlets:
+        return []
     rows = session.execute(
         text(_DRAFTS), {"hamlets": list(hamlets), "buffer_m": DRAFT_BUFFER_M}
     ).all()
@@ -244,7 +264,7 @@ def load_drafts(session: Session) -> list[Draft]:
     for code, wkb in rows:
         geometry = shapely.from_wkb(bytes(wkb))
         drafts.append(Draft(code, bytes(wkb), tuple(geometry.bounds)))
-    return drafts
+    return sorted(drafts, key=lambda d: d.code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +334,7 @@ class TileCaches:
     def __init__(self, coverage_cache: SnapshotCache[UnitCoverage], *, max_stale_s: float) -> None:
         self.max_stale_s = max_stale_s
         self.coverage = coverage_cache
-        self.drafts = SnapshotCache(load_drafts)
+        self.drafts = SnapshotCache(load_drafts, update=update_drafts)
         self.cells = SnapshotCache(load_cells, update=update_cells)
 
 

@@ -309,3 +309,26 @@ def test_cells_brought_up_to_date_equal_cells_read_in_full(campaign: Campaign, d
     # Nothing written since: the very same value.
     later = db.scalar(text("SELECT pg_current_snapshot()::text"))
     assert tiles.update_cells(db, full, later) is full
+
+
+def test_drafts_brought_up_to_date_equal_drafts_read_in_full(
+    campaign: Campaign, db: Session
+) -> None:
+    # 98002-01 has no polygon: its outline is drawn from its households. Moving one of them
+    # changes it; a change in a mapped hamlet redraws nothing.
+    snapshot = db.scalar(text("SELECT pg_current_snapshot()::text"))
+    before = tiles.load_drafts(db)
+    db.commit()
+    assert [d.code for d in before] == ["98002-01"]
+    mapped = db.scalar(text("SELECT min(id) FROM households WHERE hamlet_code = '98001-01'"))
+    db.execute(text("UPDATE households SET street = 'Đường Mới' WHERE id = :id"), {"id": mapped})
+    db.commit()
+    assert tiles.update_drafts(db, before, snapshot) == before
+    db.execute(
+        text("UPDATE households SET geom = ST_Translate(geom, 0.004, 0.003) WHERE id = :id"),
+        {"id": campaign.team_b_households[0]},
+    )
+    db.commit()
+    updated = tiles.update_drafts(db, before, snapshot)
+    assert updated == tiles.load_drafts(db)
+    assert updated[0].bounds != before[0].bounds
