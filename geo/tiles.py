@@ -83,14 +83,44 @@ def world_xy(lon: float, lat: float) -> tuple[float, float]:
 
 
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
-    """``(z, x, y)`` of the XYZ tile holding a WGS84 point.
+    """``(z, x, y)`` of the XYZ tile holding a WGS84 point; outside the pyramid, the edge tile.
 
+    A point on a tile boundary belongs to the tile east / south of it. Points beyond the
+    Mercator square (lon outside ±180°, |lat| above ~85.0511°) get the tile at the nearest
+    edge, as ``count_cells`` places them in cells: floored, then clamped on both sides
+    (``int`` truncates towards zero, so -0.5 would give tile 0 but -1.5 tile -1).
+
+    Parameters
+    ----------
+    lon, lat : float
+        WGS84 degrees.
+    z : int
+        Zoom level (0 to MAX_ZOOM).
+
+    Returns
+    -------
+    tuple of int
+        ``(z, x, y)``, with ``0 <= x, y < 2**z``.
+
+    Examples
+    --------
     >>> tile_of(105.6, 10.4, 12)
     (12, 3249, 1929)
+    >>> tile_of(180.0, 0.0, 2), tile_of(-180.0, 0.0, 2)  # the antimeridian: last, first column
+    ((2, 3, 2), (2, 0, 2))
+    >>> tile_of(-180.5, 0.0, 12), tile_of(-190.0, 0.0, 12)  # west of the pyramid
+    ((12, 0, 2048), (12, 0, 2048))
+    >>> tile_of(0.0, 89.0, 12), tile_of(0.0, -90.0, 12)  # beyond the Mercator limit
+    ((12, 2048, 0), (12, 2048, 4095))
     """
     wx, wy = world_xy(lon, lat)
     side = 1 << z
-    return z, min(int(wx * side), side - 1), min(int(wy * side), side - 1)
+    return z, _clamp_index(wx * side, side), _clamp_index(wy * side, side)
+
+
+def _clamp_index(position: float, side: int) -> int:
+    """The tile (or cell) index holding ``position`` (in tile units), clamped to ``[0, side)``."""
+    return min(max(math.floor(position), 0), side - 1)
 
 
 def mercator_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:

@@ -12,7 +12,7 @@ import geo.coverage
 import geo.levels
 import geo.tiles
 from geo.coverage import Counts, UnitNode, UnitTree, expected_counts, outline_of, roll_up
-from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, world_xy
+from geo.tiles import CELL_LEVEL, Cells, TileError, check_tile, clusters, tile_of, world_xy
 
 TREE = UnitTree(
     [
@@ -150,6 +150,49 @@ def test_tiles_outside_the_pyramid_are_refused(z: int, x: int, y: int) -> None:
     with pytest.raises(TileError) as caught:
         check_tile(z, x, y)
     assert caught.value.code == "tile_invalid"
+
+
+MERCATOR_LIMIT = 85.0511287798066  # degrees: where world y reaches 0 and 1
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "z", "expected"),
+    [
+        (105.6, 10.4, 12, (3249, 1929)),  # Bến Tre
+        (0.0, 0.0, 1, (1, 1)),  # on the corner of four tiles: the south-east one
+        (0.0, 0.0, 0, (0, 0)),
+        (-180.0, 0.0, 12, (0, 2048)),  # the west edge is inside
+        (180.0, 0.0, 12, (4095, 2048)),  # the east edge is the last column
+        (179.999999, 0.0, 12, (4095, 2048)),
+        (-180.04, 0.0, 12, (0, 2048)),  # less than a tile beyond the west edge
+        (-180.2, 0.0, 12, (0, 2048)),  # more than a tile beyond
+        (-540.0, 0.0, 3, (0, 4)),  # far beyond
+        (200.0, 0.0, 3, (7, 4)),
+        (0.0, MERCATOR_LIMIT - 1e-9, 12, (2048, 0)),
+        (0.0, 85.1, 12, (2048, 0)),  # north of the Mercator limit
+        (0.0, 90.0, 12, (2048, 0)),  # the pole
+        (0.0, -85.1, 12, (2048, 4095)),  # south of it
+        (0.0, -90.0, 12, (2048, 4095)),
+        (-181.0, 89.0, 22, (0, 0)),  # beyond two edges at once
+        (181.0, -89.0, 22, (2**22 - 1, 2**22 - 1)),
+    ],
+)
+def test_tile_of_floors_and_clamps_both_edges(
+    lon: float, lat: float, z: int, expected: tuple[int, int]
+) -> None:
+    zoom, x, y = tile_of(lon, lat, z)
+    assert (zoom, x, y) == (z, *expected)
+    check_tile(zoom, x, y)  # always a tile of the pyramid
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat"), [(105.6, 10.4), (-180.5, 0.0), (180.0, 0.0), (0.0, 89.0), (0.0, -90.0)]
+)
+def test_tile_of_agrees_with_the_cell_count_places(lon: float, lat: float) -> None:
+    """A household is drawn in the tile whose clusters count it (edges included)."""
+    cells = geo.tiles.count_cells(np.array([lon]), np.array([lat]), np.array([0]), ("a",))
+    _, x, y = tile_of(lon, lat, CELL_LEVEL)
+    assert (int(cells.cx[0]), int(cells.cy[0])) == (x, y)
 
 
 def test_clusters_add_up_every_cell_of_the_tile_and_nothing_else() -> None:
