@@ -31,6 +31,7 @@ from benchlib import (
     load_province,
     print_table,
     serve,
+    target,
     user_token,
 )
 from sqlalchemy import make_url
@@ -54,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     add_common_arguments(parser)
     args = parser.parse_args()
     args.formats = [f for f in args.formats.split(",") if f]
-    if args.n < 1 or not set(args.formats) <= set(FORMATS):
+    if args.n < 1 or not args.formats or not set(args.formats) <= set(FORMATS):
         parser.error(f"--n must be positive and --formats a subset of {','.join(FORMATS)}")
     return args
 
@@ -221,13 +222,12 @@ def report(summary: dict[str, Any]) -> bool:
             (
                 f"{fmt} ratio vs raw",
                 f"{ratio:.2f}",
-                f"{'✓' if ok_ratio else '✗'} target <= {TARGET_RATIO[fmt]}",
+                target(ok_ratio, f"<= {TARGET_RATIO[fmt]}"),
             ),
             (
                 f"{fmt} peak RSS small / full",
                 f"{small['peak_rss_mb']:.0f} / {full['peak_rss_mb']:.0f} MB",
-                f"{'✓' if ok_rss else '✗'} growth {growth:+.0f} MB, "
-                f"target <= {TARGET_RSS_GROWTH_MB:.0f}",
+                target(ok_rss, f"growth <= {TARGET_RSS_GROWTH_MB:.0f} MB ({growth:+.0f} MB)"),
             ),
         ]
     small = summary["small_unit"]

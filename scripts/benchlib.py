@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks in ``scripts/`` (intake now, exports later).
+"""Helpers shared by the benchmarks in ``scripts/`` (intake, tiles, exports, dedupe).
 
 A throwaway database (a private cluster with production durability, or a new database on a
 given server), the generated province and its households, the real server as a subprocess,
@@ -66,18 +66,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_main(
     parse_args: Callable[[], argparse.Namespace],
     run: Callable[[argparse.Namespace], dict[str, Any]],
-    report: Callable[[dict[str, Any]], Any],
+    report: Callable[[dict[str, Any]], bool],
     *,
     succeeded: Callable[[dict[str, Any]], bool] = lambda summary: True,
 ) -> int:
-    """A benchmark's ``main``: run, print, write the JSON summary; 1 when it did not succeed."""
+    """A benchmark's ``main``: run, print, write the JSON summary; the exit status.
+
+    ``report`` prints the figures and returns whether every target was met (stored as
+    ``targets_met`` in the JSON); ``succeeded`` says whether the run itself was complete.
+    The status is 0 only when both hold, else 1, so CI and scripts can rely on it.
+    """
     exit_on_sigterm()
     args = parse_args()
     summary = run(args)
-    report(summary)
+    summary["targets_met"] = met = bool(report(summary))
+    complete = succeeded(summary)
     if args.json:
         write_json(args.json, summary)
-    return 0 if succeeded(summary) else 1
+    if not met:
+        print("\nFAILED: at least one target was missed (✗ above)", flush=True)
+    if not complete:
+        print("\nFAILED: the run was incomplete (see the errors above)", flush=True)
+    return 0 if met and complete else 1
 
 
 def exit_on_sigterm() -> None:
@@ -498,8 +508,13 @@ def print_table(title: str, rows: Sequence[tuple[str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     print(f"\n{title}")
-    for name, value, target in rows:
-        print(f"  {name:<{width}}  {value:>{value_width}}  {target}".rstrip())
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>{value_width}}  {note}".rstrip())
+
+
+def target(met: bool, text: str) -> str:
+    """A figure's target column: ``✓ target <text>`` when met, ``✗ target <text>`` when not."""
+    return f"{'✓' if met else '✗'} target {text}"
 
 
 def write_json(path: Path, summary: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from benchlib import (
     libpq_url,
     load_province,
     print_table,
+    target,
 )
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -221,45 +222,55 @@ def _raw_kd_tree(url: str, params: Any) -> dict[str, Any]:
 # --- report ----------------------------------------------------------------------------------
 
 
-def report(summary: dict[str, Any]) -> None:
-    """Print the tables."""
-    for run in summary["evaluation"]:
-        makeup = ", ".join(f"{k} {v}" for k, v in run["makeup"].items())
-        ok = run["precision"] >= TARGET_P and run["recall"] >= TARGET_R
-        print_table(
-            f"evaluation seed {run['seed']}: {run['items']} items ({makeup})",
-            [
-                ("precision", f"{run['precision']:.3f}", f"target >= {TARGET_P}"),
-                ("recall", f"{run['recall']:.3f}", f"target >= {TARGET_R}"),
-                ("F1", f"{run['f1']:.3f}", "✓" if ok else "✗"),
-                ("tp / fp / fn", "/".join(str(run["counts"][k]) for k in ("tp", "fp", "fn")), ""),
-                ("intake (through the API)", f"{run['intake_s']:.1f} s", str(run["statuses"])),
-                *[(f"  {k}", str(v), "") for k, v in run["errors"].items()],
-            ],
-        )
+def report(summary: dict[str, Any]) -> bool:
+    """Print the tables; True when every target is met (precision and recall of every seed,
+    the re-scan time when the benchmark ran)."""
+    # A list, not a generator: every seed's table is printed, also after a missed target.
+    met = all([_report_seed(run) for run in summary["evaluation"]])
     if "benchmark" in summary:
-        b = summary["benchmark"]
-        ratio = b["rescan_s"] / b["raw"]["seconds"]
-        ok = b["rescan_s"] <= TARGET_RESCAN_S
-        print_table(
-            f"re-scan benchmark: {b['n']:,} households",
-            [
-                ("full re-scan", f"{b['rescan_s']:.1f} s", f"{'✓' if ok else '✗'} target <= 15 s"),
-                (
-                    "raw ST_DWithin self-join",
-                    f"{b['raw']['seconds']:.1f} s",
-                    f"{b['raw']['pairs']:,} pairs",
-                ),
-                ("ratio vs raw", f"{ratio:.2f}", ""),
-                (
-                    "raw k-d tree (scipy)",
-                    f"{b['raw_kd_tree']['seconds']:.1f} s",
-                    f"{b['raw_kd_tree']['pairs']:,} pairs",
-                ),
-                ("ratio vs k-d tree", f"{b['rescan_s'] / b['raw_kd_tree']['seconds']:.2f}", ""),
-                ("report", "", str(b["report"])),
-            ],
-        )
+        met &= _report_benchmark(summary["benchmark"])
+    return met
+
+
+def _report_seed(run: dict[str, Any]) -> bool:
+    makeup = ", ".join(f"{k} {v}" for k, v in run["makeup"].items())
+    ok_p, ok_r = run["precision"] >= TARGET_P, run["recall"] >= TARGET_R
+    print_table(
+        f"evaluation seed {run['seed']}: {run['items']} items ({makeup})",
+        [
+            ("precision", f"{run['precision']:.3f}", target(ok_p, f">= {TARGET_P}")),
+            ("recall", f"{run['recall']:.3f}", target(ok_r, f">= {TARGET_R}")),
+            ("F1", f"{run['f1']:.3f}", ""),
+            ("tp / fp / fn", "/".join(str(run["counts"][k]) for k in ("tp", "fp", "fn")), ""),
+            ("intake (through the API)", f"{run['intake_s']:.1f} s", str(run["statuses"])),
+            *[(f"  {k}", str(v), "") for k, v in run["errors"].items()],
+        ],
+    )
+    return ok_p and ok_r
+
+
+def _report_benchmark(b: dict[str, Any]) -> bool:
+    ok = b["rescan_s"] <= TARGET_RESCAN_S
+    print_table(
+        f"re-scan benchmark: {b['n']:,} households",
+        [
+            ("full re-scan", f"{b['rescan_s']:.1f} s", target(ok, f"<= {TARGET_RESCAN_S:g} s")),
+            (
+                "raw ST_DWithin self-join",
+                f"{b['raw']['seconds']:.1f} s",
+                f"{b['raw']['pairs']:,} pairs",
+            ),
+            ("ratio vs raw", f"{b['rescan_s'] / b['raw']['seconds']:.2f}", ""),
+            (
+                "raw k-d tree (scipy)",
+                f"{b['raw_kd_tree']['seconds']:.1f} s",
+                f"{b['raw_kd_tree']['pairs']:,} pairs",
+            ),
+            ("ratio vs k-d tree", f"{b['rescan_s'] / b['raw_kd_tree']['seconds']:.2f}", ""),
+            ("report", "", str(b["report"])),
+        ],
+    )
+    return ok
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
