@@ -68,7 +68,8 @@ def parse_args() -> argparse.Namespace:
         choices=("commune", "province"),
         default="commune",
         help="commune: each batch holds one commune's households in capture order, as a team's "
-        "phones send them; province: the whole province in capture order, cut every 1,000",
+        "phones send them (a commune's last batch is smaller); province: the whole province in "
+        "capture order, cut every 1,000",
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--single-clients", type=int, default=20)
@@ -112,16 +113,13 @@ def build_workload(args: argparse.Namespace) -> tuple[Any, Workload]:
     # Captured a little before now: nothing is captured_in_future, nothing too old.
     now = datetime.now(UTC) - timedelta(minutes=2)
     items = household_items(province, n=args.n, seed=args.seed, now=now)
-    if args.batching == "commune":
-        # A team syncs its own area: a batch is one commune's households (stable sort: each
-        # commune's stay in capture order).
-        items.sort(key=lambda item: item["hamlet_code"].split("-")[0])
-    bodies = [
-        orjson.dumps({"submissions": items[i : i + BATCH]}) for i in range(0, len(items), BATCH)
-    ]
-    sizes = [min(BATCH, len(items) - i) for i in range(0, len(items), BATCH)]
-    copy_text = household_copy_text(items, province_code=province.province.code)
-    del items
+    batches = batches_of(items, by_commune=args.batching == "commune")
+    bodies = [orjson.dumps({"submissions": batch}) for batch in batches]
+    sizes = [len(batch) for batch in batches]
+    copy_text = household_copy_text(
+        [item for batch in batches for item in batch], province_code=province.province.code
+    )
+    del items, batches
     n_single = int(args.single_seconds * 1500) + 1000 if args.single_clients else 0
     singles = household_items(province, n=n_single, seed=args.seed + 1, now=now) if n_single else []
     single_bodies = [orjson.dumps({"submissions": [item]}) for item in singles]
@@ -135,6 +133,28 @@ def build_workload(args: argparse.Namespace) -> tuple[Any, Workload]:
         flush=True,
     )
     return province, Workload(province.province.code, bodies, sizes, single_bodies, copy_text)
+
+
+def batches_of(items: list[dict[str, Any]], *, by_commune: bool) -> list[list[dict[str, Any]]]:
+    """Batches of at most BATCH items in capture order; ``by_commune``: each holds one commune.
+
+    A team's phone sends only its own commune, so no batch may straddle two: each commune's
+    households are cut every BATCH and its last batch is smaller (communes one after another).
+    """
+    if not by_commune:
+        return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+    communes: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        communes.setdefault(_commune_of(item), []).append(item)
+    return [
+        households[i : i + BATCH]
+        for _, households in sorted(communes.items())
+        for i in range(0, len(households), BATCH)
+    ]
+
+
+def _commune_of(item: dict[str, Any]) -> str:
+    return str(item["hamlet_code"].split("-")[0])
 
 
 # --- HTTP clients -------------------------------------------------------------------------

@@ -1,15 +1,29 @@
-"""The benchmarks' shared ``main`` (pure: no server, no database)."""
+"""The benchmarks' shared ``main`` and workload shaping (pure: no server, no database)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
 
 from scripts.benchlib import bench_main, target
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture
+def bench_intake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``scripts/bench_intake.py``, which imports ``benchlib`` as a top-level module."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    yield importlib.import_module("bench_intake")
+    sys.modules.pop("bench_intake", None)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +56,32 @@ def test_a_missed_target_or_an_incomplete_run_exits_non_zero(
 def test_the_target_column_marks_met_and_missed() -> None:
     assert target(True, "<= 15 s") == "✓ target <= 15 s"
     assert target(False, ">= 0.95") == "✗ target >= 0.95"
+
+
+def _items(communes: dict[str, int]) -> list[dict[str, Any]]:
+    """Items of several communes, interleaved in capture order."""
+    pending = {code: count for code, count in communes.items()}
+    items: list[dict[str, Any]] = []
+    while any(pending.values()):
+        for code, left in pending.items():
+            if left:
+                items.append({"hamlet_code": f"{code}-01", "n": len(items)})
+                pending[code] = left - 1
+    return items
+
+
+def test_commune_batches_never_straddle_two_communes(bench_intake: ModuleType) -> None:
+    items = _items({"10001": 2500, "10002": 999, "10003": 1000, "10004": 1})
+    batches = bench_intake.batches_of(items, by_commune=True)
+    assert [len(b) for b in batches] == [1000, 1000, 500, 999, 1000, 1]
+    assert all(len({i["hamlet_code"] for i in batch}) == 1 for batch in batches)
+    for batch in batches:  # each commune's households stay in capture order
+        assert [i["n"] for i in batch] == sorted(i["n"] for i in batch)
+    assert sorted(i["n"] for b in batches for i in b) == list(range(len(items)))
+
+
+def test_province_batches_cut_capture_order_every_1000(bench_intake: ModuleType) -> None:
+    items = _items({"10001": 1500, "10002": 700})
+    batches = bench_intake.batches_of(items, by_commune=False)
+    assert [len(b) for b in batches] == [1000, 1000, 200]
+    assert [i["n"] for b in batches for i in b] == list(range(len(items)))
