@@ -2,10 +2,12 @@
 
 Generates a province-sized workload with ``geo.demo``, loads its units into a fresh database
 (a private cluster with production durability, or a new database on --database-url), starts
-``diachiso serve --workers W`` and posts batches of 1,000 from concurrent clients; then sends
-one-item batches back to back from many clients; then COPYs the same household rows into a
-table shaped like ``households``. Prints throughput, latencies, server peak RSS and the ratio
-against the COPY measured in the same run. Loopback only; every phase is bounded in time.
+``diachiso serve --workers W`` and posts batches of up to 1,000 (by default each of one
+commune) from concurrent clients; then one-item batches from many clients, each pausing
+--single-think-s (1 s) after every answer as a phone syncing while it captures (0: back to
+back, a saturation test); then COPYs the same household rows into a table shaped like
+``households``. Prints throughput, latencies, server peak RSS and the ratio against the COPY
+measured in the same run. Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
@@ -363,7 +365,8 @@ def table_counts(url: str) -> dict[str, int]:
 
 
 def single_phase(server: Server, bodies: list[bytes], tokens: list[str], *, args: Any) -> dict:
-    """One-item batches back to back from many clients for a fixed time; latency quantiles."""
+    """One-item batches from many clients for a fixed time, each client pausing
+    ``--single-think-s`` after every answer; latency quantiles."""
     if not tokens or not bodies:
         return {}
     jobs = Jobs(bodies, deadline=float("inf"))
