@@ -2,12 +2,12 @@
 
 Loads a province-sized table of households (COPY, as the other benchmarks), starts ``diachiso
 serve`` and fetches a fixed set of tiles of both layers at zooms 8–17 around fixed households,
-each several times after one warm-up pass, then the province's coverage roll-up: with nothing
-changed (the checked cache answers) and right after a household changed (recomputed). In the
-same run it times the raw ``ST_AsMVT`` query of each tile run directly in psycopg2: polygons
-of the level with ``ST_AsMVTGeom`` (no coverage attributes), the points query, and for low
-zooms the grid clustering done in SQL over the table. Prints p50/p95, the largest tile and the
-ratios. Loopback only.
+each several times after a warm-up pass in every worker, then the province's coverage roll-up:
+with nothing changed (the checked cache answers) and right after a household changed
+(recomputed). In the same run it times the raw ``ST_AsMVT`` query of each tile run directly in
+psycopg2: polygons of the level with ``ST_AsMVTGeom`` (no coverage attributes), the points
+query, and for low zooms the grid clustering done in SQL over the table. Prints p50/p95, the
+largest tile and the ratios. Loopback only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from benchlib import (
     serve,
     target,
     user_token,
+    warm_every_worker,
 )
 
 from geo.tiles import tile_of
@@ -79,25 +80,37 @@ def fixed_tiles(url: str, points: int) -> list[tuple[str, int, int, int]]:
     return sorted(found)
 
 
+def warm_up(http: httpx.Client, tile_list: list[tuple[str, int, int, int]]) -> None:
+    """Every tile once and the province coverage: what builds a worker's caches (coverage,
+    drafted outlines, cluster cells) and reads the tables into PostgreSQL's buffers."""
+    for layer, z, x, y in tile_list:
+        get_tile(http, layer, z, x, y)
+    http.get("/api/v1/coverage", params={"level": "province"}).raise_for_status()
+
+
+def get_tile(http: httpx.Client, layer: str, z: int, x: int, y: int) -> httpx.Response:
+    """One tile; anything but 200 or 204 (empty) is an error."""
+    response = http.get(f"/api/v1/tiles/{layer}/{z}/{x}/{y}.mvt")
+    if response.status_code not in (200, 204):
+        raise RuntimeError(f"{layer}/{z}/{x}/{y}: HTTP {response.status_code}")
+    return response
+
+
 def fetch_tiles(
     base: str, token: str, tile_list: list[tuple[str, int, int, int]], repeats: int
 ) -> dict[str, Any]:
-    """One warm-up pass, then ``repeats`` timed passes; seconds per request, sizes."""
+    """``repeats`` timed passes over warm workers; seconds per request, sizes."""
     seconds: list[float] = []
     sizes: dict[str, int] = {}
     statuses: dict[str, int] = {}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
-        for rep in range(repeats + 1):
+        for _ in range(repeats):
             for layer, z, x, y in tile_list:
                 started = time.perf_counter()
-                response = http.get(f"/api/v1/tiles/{layer}/{z}/{x}/{y}.mvt")
-                elapsed = time.perf_counter() - started
-                if response.status_code not in (200, 204):
-                    raise RuntimeError(f"{layer}/{z}/{x}/{y}: HTTP {response.status_code}")
-                if rep:
-                    seconds.append(elapsed)
-                    code = str(response.status_code)
-                    statuses[code] = statuses.get(code, 0) + 1
+                response = get_tile(http, layer, z, x, y)
+                seconds.append(time.perf_counter() - started)
+                code = str(response.status_code)
+                statuses[code] = statuses.get(code, 0) + 1
                 sizes[f"{layer}/{z}/{x}/{y}"] = len(response.content)
     largest = max(sizes, key=lambda k: sizes[k])
     return {
@@ -169,6 +182,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tile_list = fixed_tiles(database.url, args.points)
         summary["tiles"] = len(tile_list)
         with serve(database.url, workers=args.workers) as server:
+            # The timed requests go one at a time over one keep-alive connection, so a single
+            # worker serves them; but the coverage phase connects anew and a dropped connection
+            # reconnects, and either may land on any worker: none may still be cold.
+            print(f"warming {args.workers} worker(s): every tile once each", flush=True)
+            summary["warmed_workers"] = warm_every_worker(
+                server,
+                lambda http: warm_up(http, tile_list),
+                workers=args.workers,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             print(f"{len(tile_list)} tiles × {args.repeats} through the server", flush=True)
             summary["server"] = fetch_tiles(server.base_url, token, tile_list, args.repeats)
             print("coverage of the province", flush=True)

@@ -343,6 +343,70 @@ def process_role(pid: int, *, root: int) -> str:
     return "worker" if b"spawn_main" in cmdline else "other"
 
 
+def connection_owner(server: Server) -> int:
+    """The server process (the root, or a worker) holding the one open connection to it.
+
+    The server end of an established connection is a socket with the server's local port in
+    /proc/net/tcp; its inode appears among one process's fds. Only meaningful while the caller
+    holds a single connection to the server and nobody else connects (loopback benchmarks).
+    """
+    port = int(server.base_url.rsplit(":", 1)[1])
+    inodes = {f"socket:[{inode}]" for inode in _established_inodes(port)}
+    owners = set()
+    for pid in process_tree(server.process.pid):
+        try:
+            if {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()} & inodes:
+                owners.add(pid)
+        except OSError:  # exited meanwhile
+            continue
+    if len(owners) != 1:
+        raise RuntimeError(f"expected one server process on our connection, found {owners}")
+    return owners.pop()
+
+
+def _established_inodes(port: int) -> set[str]:
+    """Inodes of the established TCP sockets whose local port is ``port`` (state 01)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(fields[9])
+    return inodes
+
+
+def warm_every_worker(
+    server: Server,
+    warm_up: Callable[[httpx.Client], None],
+    *,
+    workers: int,
+    headers: dict[str, str],
+    timeout_s: float = 300.0,
+) -> int:
+    """Run ``warm_up`` once in each of the server's ``workers`` processes; how many it took.
+
+    Per-process caches (tile cells, coverage, unit indexes) are built by the first request
+    each worker serves. SO_REUSEPORT hands each new connection to a worker by a hash of its
+    address, so fresh connections are opened until every worker has had its turn; a worker is
+    counted once ``warm_up`` ran on it from start to end over the same connection.
+    """
+    warmed: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(warmed) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(warmed)} of {workers} workers warmed in {timeout_s:.0f} s")
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=120) as http:
+            http.get("/readyz").raise_for_status()  # opens the connection
+            owner = connection_owner(server)
+            if owner in warmed:
+                time.sleep(0.05)  # another worker may still be starting
+                continue
+            warm_up(http)
+            if connection_owner(server) == owner:
+                warmed.add(owner)
+    return len(warmed)
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of one process in kB (0 when it is gone)."""
     try:

@@ -18,7 +18,15 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from scripts.benchlib import Server, free_port, process_role, process_tree, serve
+from scripts.benchlib import (
+    Server,
+    connection_owner,
+    free_port,
+    process_role,
+    process_tree,
+    serve,
+    warm_every_worker,
+)
 from service import server
 from service.server import restart_delay_s
 from service.settings import Settings
@@ -141,6 +149,22 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_the_server(settings: Sett
         live.process.send_signal(signal.SIGTERM)
         assert live.process.wait(timeout=server._STOP_TIMEOUT_S + 10) == 0
     assert all(_gone(pid) for pid in workers)
+
+
+def test_benchmarks_warm_every_worker_once(settings: Settings) -> None:
+    """scripts/bench_tiles warms each worker's caches before timing: each once, over the
+    connection that worker holds."""
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    seen: list[int] = []
+    with serve(url, workers=2) as live:
+        _wait_for("two workers listening", lambda: len(_listening(live)) == 2, timeout_s=120)
+
+        def warm_up(http: httpx.Client) -> None:
+            assert http.get("/healthz").status_code == 200
+            seen.append(connection_owner(live))
+
+        assert warm_every_worker(live, warm_up, workers=2, headers={}, timeout_s=60) == 2
+        assert sorted(seen) == sorted(_listening(live))
 
 
 # Imported at start-up by every Python process of the server under test (on its PYTHONPATH):
