@@ -243,6 +243,29 @@ def local_metres(
     return result
 
 
+def search_metres(lon: npt.ArrayLike, lat: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Planar metres (east, north) for a k-d tree pair search over these points, shape (n, 2).
+
+    East-west is measured at the latitude farthest from the equator among the points, where a
+    degree of longitude is shortest: distances in these metres never exceed ``local_metres``,
+    so no pair within a radius escapes a query with that radius, however wide the latitude
+    range (8° N to 23° N across Vietnam). At the mean latitude the points north of it would
+    look farther apart than they are, and pairs near the radius would be lost.
+
+    Examples
+    --------
+    >>> xy = search_metres([105.0, 105.001], [8.6, 23.3])
+    >>> round(float(xy[1, 0] - xy[0, 0]), 1)  # 0.001° of longitude at 23.3° N
+    102.2
+    """
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    if not len(lat):
+        return np.empty((0, 2))
+    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.max(np.abs(lat)))))
+    xy: npt.NDArray[np.float64] = np.column_stack([lon * scale, lat * M_PER_DEG_LAT])
+    return xy
+
+
 def pairs_within_radius(
     lon: npt.ArrayLike,
     lat: npt.ArrayLike,
@@ -253,12 +276,8 @@ def pairs_within_radius(
 
     A k-d tree over local metres, queried once per pair of accuracy bands with the largest
     radius that band pair can have; the exact distance and radius then decide. ``accuracy_m``
-    may hold NaN for a missing accuracy (counted as ``default_accuracy_m``).
-
-    The tree measures east-west at the latitude farthest from the equator among the points,
-    where a degree of longitude is shortest: its distances never exceed ``local_metres``, so
-    no pair within radius escapes the query however wide the latitude range (8° N to 23° N
-    across Vietnam).
+    may hold NaN for a missing accuracy (counted as ``default_accuracy_m``). The tree works in
+    ``search_metres``, so no pair within radius escapes it.
 
     Examples
     --------
@@ -272,8 +291,7 @@ def pairs_within_radius(
     empty = np.empty(0, dtype=np.int64)
     if len(lon) < 2:
         return empty, empty, np.empty(0)
-    scale = M_PER_DEG_LON * math.cos(math.radians(float(np.max(np.abs(lat)))))
-    xy = np.column_stack([lon * scale, lat * M_PER_DEG_LAT])
+    xy = search_metres(lon, lat)
     edges = (*_BAND_EDGES_M, math.inf)
     band = np.searchsorted(np.array(edges[:-1]), acc, side="left")
     members = [np.flatnonzero(band == k) for k in range(len(edges))]

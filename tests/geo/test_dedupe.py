@@ -629,6 +629,19 @@ def test_pair_search_over_a_wide_latitude_range_is_exact(seed: int) -> None:
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_search_metres_never_overstate_a_distance(seed: int) -> None:
+    """The k-d tree's metres (service and eval_dedupe's baseline) never exceed local_metres,
+    so a tree query with a pair's radius finds the pair, from 8° N to 23.4° N."""
+    rng = np.random.default_rng(seed)
+    lat, lon = rng.uniform(8.0, 23.4, 400), rng.uniform(102.0, 109.5, 400)
+    xy = geo.dedupe.search_metres(lon, lat)
+    a, b = np.triu_indices(400, k=1)
+    tree_m = np.hypot(*(xy[a] - xy[b]).T)
+    assert np.all(tree_m <= geo.dedupe.local_metres(lon[a], lat[a], lon[b], lat[b]) + 1e-6)
+    assert geo.dedupe.search_metres([], []).shape == (0, 2)
+
+
 def test_pair_search_of_fewer_than_two_points_is_empty() -> None:
     for size in (0, 1):
         i, j, d = geo.dedupe.pairs_within_radius([105.6] * size, [10.4] * size, [5.0] * size)
