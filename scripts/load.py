@@ -4,8 +4,12 @@ A province-sized database (a private cluster with production durability, or a ne
 on --database-url) pre-filled with households; ``diachiso serve --workers W``; then, for
 --seconds: N simulated surveyors, each sending a batch of --batch new households every
 --think-s (±50 %, first batch at a random moment of the first interval) and resending a
-failed batch with the same ids; postal staff downloading a commune's CSV export one after
-another; map viewers fetching ``units`` and ``households`` vector tiles. Prints throughput,
+failed batch with the same ids. By default each surveyor works hamlets of its own, as teams
+do (one team per hamlet), and a batch holds households of one hamlet in capture order;
+``--batching province`` sends the province's households in capture order instead, so each
+batch is scattered over 20 communes (a harsher load: every item is a separate search).
+Meanwhile postal staff download a commune's CSV export one after another, and map viewers
+fetch ``units`` and ``households`` vector tiles. Prints throughput,
 p50/p95/p99 latency and error counts per endpoint, and the server's CPU and memory. The tile
 route arrives with issue 7: until then its 404s are counted apart, not as errors.
 Loopback only; every phase is bounded in time.
@@ -65,6 +69,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=300.0, help="how long the load runs")
     parser.add_argument("--batch", type=int, default=20, help="households per sync")
     parser.add_argument("--think-s", type=float, default=15.0, help="pause between syncs")
+    parser.add_argument(
+        "--batching",
+        choices=("hamlet", "province"),
+        default="hamlet",
+        help="hamlet: each surveyor syncs hamlets of its own, a batch holds one hamlet's "
+        "households in capture order; province: the province in capture order, every surveyor "
+        "taking the next batch (each scattered over the province)",
+    )
     parser.add_argument("--exporters", type=int, default=2, help="postal staff exporting")
     parser.add_argument("--viewers", type=int, default=10, help="people on the map page")
     parser.add_argument("--viewer-think-s", type=float, default=2.0)
@@ -214,17 +226,15 @@ def prepare(url: str, province: DemoProvince, args: Any) -> Setup:
     now = datetime.now(UTC) - timedelta(minutes=2)
     n = per_surveyor * args.surveyors * args.batch
     items = household_items(province, n=n, seed=args.seed + 1, now=now)
-    bodies = [
-        orjson.dumps({"submissions": items[i : i + args.batch]})
-        for i in range(0, len(items), args.batch)
-    ]
+    batches = surveyor_batches(
+        items, surveyors=args.surveyors, size=args.batch, by_hamlet=args.batching == "hamlet"
+    )
     del items
-    batches = [bodies[i :: args.surveyors] for i in range(args.surveyors)]
     assert province.province.geometry is not None
     outline = province.province.geometry.bounds
     print(
         f"set-up: {len(province.hamlets):,} hamlets, {args.prefill:,} households pre-filled, "
-        f"{len(bodies):,} batches ready ({time.perf_counter() - started:.0f} s)",
+        f"{sum(map(len, batches)):,} batches ready ({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
     return Setup(
@@ -235,6 +245,33 @@ def prepare(url: str, province: DemoProvince, args: Any) -> Setup:
         [c.code for c in province.communes],
         (outline[0], outline[1], outline[2], outline[3]),
     )
+
+
+def surveyor_batches(
+    items: list[dict[str, Any]], *, surveyors: int, size: int, by_hamlet: bool
+) -> list[list[bytes]]:
+    """Each surveyor's request bodies, in the order it sends them.
+
+    ``by_hamlet``: hamlets are dealt to surveyors in turn, and each surveyor's hamlets are cut
+    into batches of at most ``size`` in capture order (a hamlet's last batch is smaller), one
+    hamlet after another. Otherwise the items are cut every ``size`` and dealt in turn.
+    """
+    if not by_hamlet:
+        bodies = [
+            orjson.dumps({"submissions": items[i : i + size]}) for i in range(0, len(items), size)
+        ]
+        return [bodies[k::surveyors] for k in range(surveyors)]
+    hamlets: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:  # oldest first: each hamlet's list is in capture order
+        hamlets[item["hamlet_code"]].append(item)
+    batches: list[list[bytes]] = [[] for _ in range(surveyors)]
+    for k, code in enumerate(sorted(hamlets)):
+        households = hamlets[code]
+        batches[k % surveyors].extend(
+            orjson.dumps({"submissions": households[i : i + size]})
+            for i in range(0, len(households), size)
+        )
+    return batches
 
 
 async def drive(base_url: str, setup: Setup, args: Any) -> tuple[Stats, float]:

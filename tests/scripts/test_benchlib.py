@@ -85,3 +85,51 @@ def test_province_batches_cut_capture_order_every_1000(bench_intake: ModuleType)
     batches = bench_intake.batches_of(items, by_commune=False)
     assert [len(b) for b in batches] == [1000, 1000, 200]
     assert [i["n"] for b in batches for i in b] == list(range(len(items)))
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``scripts/load.py``."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    yield importlib.import_module("load")
+    sys.modules.pop("load", None)
+
+
+def _sent(bodies: list[bytes]) -> list[list[dict[str, Any]]]:
+    return [orjson.loads(body)["submissions"] for body in bodies]
+
+
+def test_load_surveyors_sync_hamlets_of_their_own(load: ModuleType) -> None:
+    # Five hamlets, two surveyors: hamlets are dealt in turn, each cut every 20 in capture
+    # order, and no batch or hamlet is shared.
+    items = _items({"10001": 45, "10002": 20, "10003": 7, "10004": 1, "10005": 30})
+    per_surveyor = [
+        _sent(bodies)
+        for bodies in load.surveyor_batches(items, surveyors=2, size=20, by_hamlet=True)
+    ]
+    assert [[len(b) for b in batches] for batches in per_surveyor] == [
+        [20, 20, 5, 7, 20, 10],
+        [20, 1],
+    ]
+    owners: dict[str, int] = {}
+    for k, batches in enumerate(per_surveyor):
+        for batch in batches:
+            (hamlet,) = {i["hamlet_code"] for i in batch}
+            assert owners.setdefault(hamlet, k) == k
+            assert [i["n"] for i in batch] == sorted(i["n"] for i in batch)
+    sent = sorted(i["n"] for batches in per_surveyor for b in batches for i in b)
+    assert sent == list(range(len(items)))
+
+
+def test_load_province_batching_deals_capture_order_in_turn(load: ModuleType) -> None:
+    items = _items({"10001": 50, "10002": 50})
+    first, second = (
+        _sent(bodies)
+        for bodies in load.surveyor_batches(items, surveyors=2, size=20, by_hamlet=False)
+    )
+    assert [[i["n"] for i in b] for b in first] == [
+        list(range(0, 20)),
+        list(range(40, 60)),
+        list(range(80, 100)),
+    ]
+    assert [len(b) for b in second] == [20, 20]
