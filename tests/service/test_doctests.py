@@ -7,10 +7,10 @@ from types import ModuleType
 
 import pytest
 
-from service import codes, models
+from service import codes, embedded, models
 
 
-@pytest.mark.parametrize("module", [codes, models], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [codes, embedded, models], ids=lambda m: m.__name__)
 def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted and not result.failed
