@@ -10,6 +10,7 @@ socket of its own and the kernel spreads new connections across them.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import logging
@@ -164,17 +165,20 @@ def _run(server: Server, *, sockets: list[socket.socket] | None = None) -> None:
         raise StartupFailure("the server could not start; see the log above")
 
 
-def _worker(options: ServeOptions) -> None:
+def _worker(options: ServeOptions, supervisor: int | None = None) -> None:
     """A child process: its own listening socket on the shared port, one uvicorn server.
 
     A worker that could not start exits with ``_STARTUP_FAILURE``, which the supervisor does
     not restart: the next attempt would fail the same way. An exception once it has started
     serving is a crash: it is logged with its traceback, the worker exits ``_CRASHED``, and
-    the supervisor replaces it (after its back-off).
+    the supervisor replaces it (after its back-off). A worker stops when its ``supervisor``
+    dies, however it dies.
     """
     from service.logs import configure_logging
 
     configure_logging(level=options.log_level, fmt=options.log_format)
+    if supervisor is not None:
+        _stop_with(supervisor)
     try:
         # Not listening yet: the event loop listens once the app has started, so until then
         # the kernel sends this worker no connections to hold or reset.
@@ -189,6 +193,23 @@ def _worker(options: ServeOptions) -> None:
     except Exception:  # _run lets through only what happened once the server had started
         log.exception("worker %s crashed while serving", os.getpid())
         raise SystemExit(_CRASHED) from None
+
+
+#: prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM (a graceful stop) when the supervisor dies,
+    even by SIGKILL: an orphaned worker would keep serving, and keep the port, with nobody to
+    stop or replace it. Linux only; elsewhere orphans stay possible."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _WorkerServer(Server):
@@ -258,7 +279,9 @@ class _Supervisor:
             )
 
     def _start(self) -> BaseProcess:
-        process = self.context.Process(target=_worker, args=(self.options,), daemon=False)
+        process = self.context.Process(
+            target=_worker, args=(self.options, os.getpid()), daemon=False
+        )
         process.start()
         return process
 

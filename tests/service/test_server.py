@@ -151,6 +151,24 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_the_server(settings: Sett
     assert all(_gone(pid) for pid in workers)
 
 
+def test_workers_stop_when_the_supervisor_is_killed(settings: Settings) -> None:
+    # SIGKILL leaves the supervisor no chance to stop its workers: the kernel must (prctl
+    # PR_SET_PDEATHSIG), or orphans keep serving and hold the port against the next serve.
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    with serve(url, workers=2) as live:
+        _wait_for("two workers listening", lambda: len(_listening(live)) == 2, timeout_s=120)
+        workers = _listening(live)
+        port = int(live.base_url.rsplit(":", 1)[1])
+        live.process.kill()
+        live.process.wait(timeout=10)
+        _wait_for(
+            "the orphaned workers stop",
+            lambda: all(_gone(pid) for pid in workers),
+            timeout_s=server._STOP_TIMEOUT_S + 10,
+        )
+        assert not _listening_inodes(port)
+
+
 def test_benchmarks_warm_every_worker_once(settings: Settings) -> None:
     """scripts/bench_tiles warms each worker's caches before timing: each once, over the
     connection that worker holds."""
