@@ -351,7 +351,7 @@ def connection_owner(server: Server) -> int:
     holds a single connection to the server and nobody else connects (loopback benchmarks).
     """
     port = int(server.base_url.rsplit(":", 1)[1])
-    inodes = {f"socket:[{inode}]" for inode in _established_inodes(port)}
+    inodes = {f"socket:[{inode}]" for inode in socket_inodes(port, TCP_ESTABLISHED)}
     owners = set()
     for pid in process_tree(server.process.pid):
         try:
@@ -364,13 +364,17 @@ def connection_owner(server: Server) -> int:
     return owners.pop()
 
 
-def _established_inodes(port: int) -> set[str]:
-    """Inodes of the established TCP sockets whose local port is ``port`` (state 01)."""
+#: /proc/net/tcp socket states.
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"
+
+
+def socket_inodes(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets whose local port is ``port`` in ``state`` (e.g. TCP_LISTEN)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
                 inodes.add(fields[9])
     return inodes
 

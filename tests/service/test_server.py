@@ -19,12 +19,14 @@ import httpx2 as httpx
 import pytest
 
 from scripts.benchlib import (
+    TCP_LISTEN,
     Server,
     connection_owner,
     free_port,
     process_role,
     process_tree,
     serve,
+    socket_inodes,
     warm_every_worker,
 )
 from service import server
@@ -60,7 +62,7 @@ def test_restart_delay_backs_off_and_resets(
 
 def _listening_workers(root: int, port: int) -> set[int]:
     """The worker processes of the server ``root`` that hold a socket listening on ``port``."""
-    listeners = _listening_inodes(port)
+    listeners = socket_inodes(port, TCP_LISTEN)
     workers = set()
     for pid in process_tree(root):
         if process_role(pid, root=root) != "worker":
@@ -72,17 +74,6 @@ def _listening_workers(root: int, port: int) -> set[int]:
         if links & {f"socket:[{inode}]" for inode in listeners}:
             workers.add(pid)
     return workers
-
-
-def _listening_inodes(port: int) -> set[str]:
-    """Inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    return inodes
 
 
 def _gone(pid: int) -> bool:
@@ -166,7 +157,7 @@ def test_workers_stop_when_the_supervisor_is_killed(settings: Settings) -> None:
             lambda: all(_gone(pid) for pid in workers),
             timeout_s=server._STOP_TIMEOUT_S + 10,
         )
-        assert not _listening_inodes(port)
+        assert not socket_inodes(port, TCP_LISTEN)
 
 
 def test_benchmarks_warm_every_worker_once(settings: Settings) -> None:
