@@ -217,6 +217,19 @@ def test_cache_headers_and_conditional_requests(client: TestClient, campaign: Ca
         headers={**campaign.reviewer, "If-None-Match": etag},
     )
     assert unchanged.status_code == 304 and not unchanged.content
+    # Tiles differ by who asks (a surveyor's households are its team's): caches must key on it.
+    for response in (first, unchanged):
+        assert response.headers["vary"] == "Authorization"
+    among = client.get(
+        f"/api/v1/tiles/units/{z}/{x}/{y}.mvt",
+        headers={**campaign.reviewer, "If-None-Match": f'"other", {etag}'},
+    )
+    assert among.status_code == 304
+    stale = client.get(
+        f"/api/v1/tiles/units/{z}/{x}/{y}.mvt",
+        headers={**campaign.reviewer, "If-None-Match": '"other"'},
+    )
+    assert stale.status_code == 200 and stale.content == first.content
 
 
 def test_an_empty_tile_is_204(client: TestClient, campaign: Campaign) -> None:
@@ -238,6 +251,7 @@ def test_an_empty_tile_is_204(client: TestClient, campaign: Campaign) -> None:
         ("/api/v1/tiles/roads/3/0/0.mvt", 404, "layer_unknown"),
         ("/api/v1/tiles/units/3/0/0.mvt?level=village", 422, "request_invalid"),
         ("/api/v1/tiles/units/3/0/0.png", 404, "not_found"),
+        (f"/api/v1/tiles/{'u' * 33}/3/0/0.mvt", 422, "request_invalid"),
     ],
 )
 def test_bad_tile_requests_are_clear_problems(
@@ -247,6 +261,19 @@ def test_bad_tile_requests_are_clear_problems(
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
+
+
+def test_an_oversized_if_none_match_is_a_problem_not_a_500(
+    client: TestClient, campaign: Campaign
+) -> None:
+    z, x, y = tile_of(*CENTRE, 9)
+    response = client.get(
+        f"/api/v1/tiles/units/{z}/{x}/{y}.mvt",
+        headers={**campaign.reviewer, "If-None-Match": '"' + "x" * 300 + '"'},
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "request_invalid"
 
 
 @pytest.mark.parametrize(
