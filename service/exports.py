@@ -44,6 +44,7 @@ from service.db import Database
 from service.errors import BadRequestError, NotFoundError
 from service.models import User
 from service.paging import cursor_int, cursor_str, decode_cursor, encode_cursor
+from service.snapshots import written_after
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,7 @@ def _select(
             "ELSE 'updated' END"
         )
         where = [
-            "h.change_xid >= pg_snapshot_xmin(%(since)s::pg_snapshot)",
-            "NOT pg_visible_in_snapshot(h.change_xid, %(since)s::pg_snapshot)",
+            written_after("%(since)s"),
             # Retired rows only for households the client may hold (they existed then).
             "(h.status = ANY(%(statuses)s) "
             "OR pg_visible_in_snapshot(h.created_xid, %(since)s::pg_snapshot))",
