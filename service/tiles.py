@@ -269,60 +269,41 @@ def _drafts_of(session: Session, hamlets: Sequence[str]) -> list[Draft]:
 
 @dataclass(frozen=True, slots=True)
 class CellPoints:
-    """The cells, and the drawn households they were counted from (ids ascending) so that an
-    update re-reads only the households written since."""
+    """The cells, and the drawn households they were counted from (``_CELL_POINT_DTYPE``
+    records, ids ascending) so that an update re-reads only the households written since."""
 
     cells: Cells
-    ids: npt.NDArray[np.int64]
-    lon: npt.NDArray[np.float64]
-    lat: npt.NDArray[np.float64]
-    status: npt.NDArray[np.int64]
+    points: npt.NDArray[Any]
 
 
 def load_cells(session: Session) -> CellPoints:
     """Households per quadtree cell of CELL_LEVEL, by status: the points read with binary
     COPY and counted in numpy (450,000 households: a fraction of a second; a GROUP BY in
     PostgreSQL plus fetching its rows took 5 s)."""
-    points = fetch_records(session, _ALL_POINTS, {"statuses": list(STATUSES)}, _CELL_POINT_DTYPE)
-    order = np.argsort(points["id"], kind="stable")
-    return _counted(
-        points["id"][order].astype(np.int64),
-        points["lon"][order].astype(np.float64),
-        points["lat"][order].astype(np.float64),
-        points["status"][order].astype(np.int64),
-    )
+    params = {"statuses": list(STATUSES)}
+    return _counted(fetch_records(session, _ALL_POINTS, params, _CELL_POINT_DTYPE))
 
 
 def update_cells(session: Session, previous: CellPoints, since: str) -> CellPoints:
     """``previous`` with the households written after the snapshot ``since`` read again (a
     busy intake changes a few thousand of a province's households between two reads)."""
-    changed = fetch_records(
-        session,
-        _CHANGED_POINTS,
-        {"statuses": list(STATUSES), "snapshot": since},
-        _CELL_POINT_DTYPE,
-    )
+    params = {"statuses": list(STATUSES), "snapshot": since}
+    changed = fetch_records(session, _CHANGED_POINTS, params, _CELL_POINT_DTYPE)
     if not len(changed):
         return previous
-    keep = ~np.isin(previous.ids, changed["id"])
-    drawn = changed[changed["status"] >= 0]
-    ids = np.concatenate([previous.ids[keep], drawn["id"].astype(np.int64)])
-    order = np.argsort(ids, kind="stable")
-    return _counted(
-        ids[order],
-        np.concatenate([previous.lon[keep], drawn["lon"].astype(np.float64)])[order],
-        np.concatenate([previous.lat[keep], drawn["lat"].astype(np.float64)])[order],
-        np.concatenate([previous.status[keep], drawn["status"].astype(np.int64)])[order],
+    kept = previous.points[~np.isin(previous.points["id"], changed["id"])]
+    return _counted(np.concatenate([kept, changed[changed["status"] >= 0]]))
+
+
+def _counted(points: npt.NDArray[Any]) -> CellPoints:
+    points = points[np.argsort(points["id"], kind="stable")]
+    cells = count_cells(
+        points["lon"].astype(np.float64),
+        points["lat"].astype(np.float64),
+        points["status"].astype(np.int64),
+        STATUSES,
     )
-
-
-def _counted(
-    ids: npt.NDArray[np.int64],
-    lon: npt.NDArray[np.float64],
-    lat: npt.NDArray[np.float64],
-    status: npt.NDArray[np.int64],
-) -> CellPoints:
-    return CellPoints(count_cells(lon, lat, status, STATUSES), ids, lon, lat, status)
+    return CellPoints(cells, points)
 
 
 class TileCaches:

@@ -290,9 +290,7 @@ def test_the_bare_tile_queries_of_the_benchmark_run_and_hold_the_layer(
 
 
 def _same_cells(one: tiles.CellPoints, other: tiles.CellPoints) -> None:
-    assert one.ids.tolist() == other.ids.tolist()
-    assert one.status.tolist() == other.status.tolist()
-    assert (one.lon.tolist(), one.lat.tolist()) == (other.lon.tolist(), other.lat.tolist())
+    assert one.points.tolist() == other.points.tolist()  # id, status, lon, lat of each
     for name in ("cx", "cy", "counts"):
         assert getattr(one.cells, name).tolist() == getattr(other.cells, name).tolist(), name
     assert one.cells.sum_x.tolist() == pytest.approx(other.cells.sum_x.tolist())
@@ -306,7 +304,7 @@ def test_cells_brought_up_to_date_equal_cells_read_in_full(campaign: Campaign, d
     snapshot = db.scalar(text("SELECT pg_current_snapshot()::text"))
     before = tiles.load_cells(db)
     db.commit()
-    ids = before.ids.tolist()
+    ids = before.points["id"].tolist()
     assert len(ids) >= 4
     db.execute(
         text("UPDATE households SET geom = ST_Translate(geom, 0.05, 0.02) WHERE id = :id"),
@@ -328,7 +326,7 @@ def test_cells_brought_up_to_date_equal_cells_read_in_full(campaign: Campaign, d
     full = tiles.load_cells(db)
     db.commit()
     _same_cells(updated, full)
-    assert len(updated.ids) == len(before.ids)  # one merged away, one new
+    assert len(updated.points) == len(before.points)  # one merged away, one new
     assert updated.cells.counts.sum() == before.cells.counts.sum()
     assert not np.array_equal(updated.cells.cx, before.cells.cx) or not np.array_equal(
         updated.cells.counts, before.cells.counts
