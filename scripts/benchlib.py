@@ -351,14 +351,7 @@ def connection_owner(server: Server) -> int:
     holds a single connection to the server and nobody else connects (loopback benchmarks).
     """
     port = int(server.base_url.rsplit(":", 1)[1])
-    inodes = {f"socket:[{inode}]" for inode in socket_inodes(port, TCP_ESTABLISHED)}
-    owners = set()
-    for pid in process_tree(server.process.pid):
-        try:
-            if {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()} & inodes:
-                owners.add(pid)
-        except OSError:  # exited meanwhile
-            continue
+    owners = socket_holders(server.process.pid, socket_inodes(port, TCP_ESTABLISHED))
     if len(owners) != 1:
         raise RuntimeError(f"expected one server process on our connection, found {owners}")
     return owners.pop()
@@ -377,6 +370,19 @@ def socket_inodes(port: int, state: str) -> set[str]:
             if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
                 inodes.add(fields[9])
     return inodes
+
+
+def socket_holders(root: int, inodes: set[str]) -> set[int]:
+    """The processes of ``root``'s tree that hold one of the sockets ``inodes`` open."""
+    links = {f"socket:[{inode}]" for inode in inodes}
+    holders = set()
+    for pid in process_tree(root):
+        try:
+            if {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()} & links:
+                holders.add(pid)
+        except OSError:  # exited meanwhile
+            continue
+    return holders
 
 
 def warm_every_worker(

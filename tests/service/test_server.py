@@ -24,8 +24,8 @@ from scripts.benchlib import (
     connection_owner,
     free_port,
     process_role,
-    process_tree,
     serve,
+    socket_holders,
     socket_inodes,
     warm_every_worker,
 )
@@ -62,18 +62,8 @@ def test_restart_delay_backs_off_and_resets(
 
 def _listening_workers(root: int, port: int) -> set[int]:
     """The worker processes of the server ``root`` that hold a socket listening on ``port``."""
-    listeners = socket_inodes(port, TCP_LISTEN)
-    workers = set()
-    for pid in process_tree(root):
-        if process_role(pid, root=root) != "worker":
-            continue
-        try:
-            links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
-        except OSError:  # exited meanwhile
-            continue
-        if links & {f"socket:[{inode}]" for inode in listeners}:
-            workers.add(pid)
-    return workers
+    holders = socket_holders(root, socket_inodes(port, TCP_LISTEN))
+    return {pid for pid in holders if process_role(pid, root=root) == "worker"}
 
 
 def _gone(pid: int) -> bool:
