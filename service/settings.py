@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -84,12 +85,8 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
-        url = (value or "").strip()
-        if not url:
-            return None
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("DIACHISO_PUBLIC_URL must be an http:// or https:// URL")
-        return url.rstrip("/")
+        url = _optional_url(value, "DIACHISO_PUBLIC_URL", _http_url_problem)
+        return url.rstrip("/") if url else None
 
     tiles_max_stale_s: float = Field(
         default=15.0, ge=0, description="How long tiles may use coverage older than the data"
@@ -103,12 +100,7 @@ class Settings(BaseSettings):
     @field_validator("basemap_url")
     @classmethod
     def _check_basemap_url(cls, value: str | None) -> str | None:
-        url = (value or "").strip()
-        if not url:
-            return None
-        if problem := _basemap_url_problem(url):
-            raise ValueError(f"DIACHISO_BASEMAP_URL {problem}")
-        return url
+        return _optional_url(value, "DIACHISO_BASEMAP_URL", _basemap_url_problem)
 
     @field_validator("metrics_token")
     @classmethod
@@ -153,15 +145,33 @@ class Settings(BaseSettings):
         return self.database_url is None
 
 
+def _optional_url(
+    value: str | None, setting: str, problem: Callable[[str], str | None]
+) -> str | None:
+    """A URL setting: blank is unset; otherwise ``problem`` (what is wrong, or None) decides."""
+    url = (value or "").strip()
+    if not url:
+        return None
+    if found := problem(url):
+        raise ValueError(f"{setting} {found}")
+    return url
+
+
+def _http_url_problem(url: str, *, example: str = "https://diachiso.example.vn") -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL with a host, e.g. {example}"
+    return None
+
+
 def _basemap_url_problem(url: str) -> str | None:
     """What is wrong with a basemap tile URL template, or None."""
     for char in url:
         if char in _CSP_BREAKERS or char.isspace() or not char.isprintable():
             return f"may not contain {char!r} (the URL goes into the pages' CSP header)"
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return f"must be an http:// or https:// URL with a host, e.g. {_BASEMAP_EXAMPLE}"
-    if problem := _basemap_origin_problem(parts.netloc):
+    if problem := _http_url_problem(url, example=_BASEMAP_EXAMPLE):
+        return problem
+    if problem := _basemap_origin_problem(urlsplit(url).netloc):
         return problem
     if missing := [p for p in ("{z}", "{x}", "{y}") if p not in url]:
         return f"must contain {{z}}, {{x}} and {{y}} (missing {', '.join(missing)})"

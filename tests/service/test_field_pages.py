@@ -160,8 +160,9 @@ def test_only_surveyors_get_collect_settings(
 
 
 def test_the_public_url_must_be_an_http_url() -> None:
-    with pytest.raises(ValidationError, match="DIACHISO_PUBLIC_URL"):
-        Settings(public_url="diachiso.example.vn")
+    for bad in ("diachiso.example.vn", "https://", "ftp://diachiso.example.vn"):
+        with pytest.raises(ValidationError, match="DIACHISO_PUBLIC_URL must be an http"):
+            Settings(public_url=bad)
     assert Settings(public_url=" https://diachiso.example.vn/ ").public_url == (
         "https://diachiso.example.vn"
     )
