@@ -118,27 +118,41 @@ _GROUP_M = 250.0
 # poor accuracy in the box widened by the cap, and those of the same commune and phone (the
 # partial phone index answers that). Distances and radii are decided in Python. Run on the raw
 # DBAPI cursor (psycopg2 parameters): its rows are plain tuples, cheaper than SQLAlchemy's.
+#
+# Each box and each phone is one index probe, whatever the statistics say: the lookups are
+# LATERAL subqueries kept apart by OFFSET 0, so the planner cannot turn them into a join over
+# the whole table. On a table that grows fast (a new province, a benchmark) the statistics
+# lag behind it; believing the table small, the planner hashed or looped over all of it,
+# 0.3 to 4 s a batch instead of a few milliseconds.
 _NEAR_SQL = f"""
 WITH b AS (
     SELECT * FROM unnest(CAST(%(west)s AS float8[]), CAST(%(south)s AS float8[]),
                          CAST(%(east)s AS float8[]), CAST(%(north)s AS float8[]),
                          CAST(%(good)s AS float8[])) AS b(w, s, e, n, good)
 )
-SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
-FROM b JOIN households h ON h.geom && ST_MakeEnvelope(
-    b.w - b.good, b.s - b.good, b.e + b.good, b.n + b.good, 4326)
-WHERE h.accuracy_m <= {POOR_ACCURACY_M} AND h.status IN ('accepted', 'flagged')
+SELECT h.* FROM b CROSS JOIN LATERAL (
+    SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom) FROM households h
+    WHERE h.geom && ST_MakeEnvelope(b.w - b.good, b.s - b.good, b.e + b.good, b.n + b.good, 4326)
+      AND h.accuracy_m <= {POOR_ACCURACY_M} AND h.status IN ('accepted', 'flagged')
+    OFFSET 0
+) h
 UNION ALL
-SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
-FROM b JOIN households h ON h.geom && ST_MakeEnvelope(
-    b.w - %(deg)s, b.s - %(deg)s, b.e + %(deg)s, b.n + %(deg)s, 4326)
-WHERE (h.accuracy_m IS NULL OR h.accuracy_m > {POOR_ACCURACY_M})
-  AND h.status IN ('accepted', 'flagged')
+SELECT h.* FROM b CROSS JOIN LATERAL (
+    SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom) FROM households h
+    WHERE h.geom && ST_MakeEnvelope(
+        b.w - %(deg)s, b.s - %(deg)s, b.e + %(deg)s, b.n + %(deg)s, 4326)
+      AND (h.accuracy_m IS NULL OR h.accuracy_m > {POOR_ACCURACY_M})
+      AND h.status IN ('accepted', 'flagged')
+    OFFSET 0
+) h
 UNION ALL
-SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom)
-FROM unnest(CAST(%(commune)s AS text[]), CAST(%(phone)s AS text[])) AS p(commune, phone)
-JOIN households h ON h.commune_code = p.commune AND h.phone = p.phone
-WHERE h.status IN ('accepted', 'flagged')
+SELECT h.* FROM unnest(CAST(%(commune)s AS text[]), CAST(%(phone)s AS text[])) AS p(commune, phone)
+CROSS JOIN LATERAL (
+    SELECT {_FACT_COLUMNS}, ST_X(h.geom), ST_Y(h.geom) FROM households h
+    WHERE h.commune_code = p.commune AND h.phone = p.phone
+      AND h.status IN ('accepted', 'flagged')
+    OFFSET 0
+) h
 """
 
 
@@ -246,6 +260,15 @@ def find_for_new(
 
 def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams) -> _Table:
     """Live households that may pair with a probe (each once)."""
+    cursor = session.connection().connection.cursor()
+    cursor.execute(_NEAR_SQL, near_parameters(probes, params))
+    rows = list({row[0]: row for row in cursor.fetchall()}.values())
+    cursor.close()
+    return _Table(rows)
+
+
+def near_parameters(probes: Sequence[Probe], params: DedupeParams) -> dict[str, Any]:
+    """The parameters of ``_NEAR_SQL`` for ``probes``: a box per group, a phone per probe."""
     groups: dict[tuple[int, int], list[Probe]] = defaultdict(list)
     for probe in probes:
         y = probe.lat * M_PER_DEG_LAT
@@ -253,23 +276,16 @@ def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams)
         groups[(int(x // _GROUP_M), int(y // _GROUP_M))].append(probe)
     boxes = [_group_box(group, params) for group in groups.values()]
     phoned = [p for p in probes if p.facts.phone]
-    cursor = session.connection().connection.cursor()
-    cursor.execute(
-        _NEAR_SQL,
-        {
-            "deg": _cap_deg(params),
-            "west": [b[0] for b in boxes],
-            "south": [b[1] for b in boxes],
-            "east": [b[2] for b in boxes],
-            "north": [b[3] for b in boxes],
-            "good": [b[4] for b in boxes],
-            "commune": [p.facts.commune_code for p in phoned],
-            "phone": [p.facts.phone for p in phoned],
-        },
-    )
-    rows = list({row[0]: row for row in cursor.fetchall()}.values())
-    cursor.close()
-    return _Table(rows)
+    return {
+        "deg": _cap_deg(params),
+        "west": [b[0] for b in boxes],
+        "south": [b[1] for b in boxes],
+        "east": [b[2] for b in boxes],
+        "north": [b[3] for b in boxes],
+        "good": [b[4] for b in boxes],
+        "commune": [p.facts.commune_code for p in phoned],
+        "phone": [p.facts.phone for p in phoned],
+    }
 
 
 class _Table:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import URL, create_engine, select, text
 from sqlalchemy.orm import Session
 
-from geo.dedupe import DedupeParams
+from geo.dedupe import DedupeParams, HouseholdFacts
 from service import dedupe
 from service.app import create_app
 from service.models import AuditEvent, DuplicateCandidate, Household
@@ -451,3 +451,48 @@ def test_same_phone_pairs_are_within_one_scanned_commune_and_not_found_already()
     assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(0, 1), (1, 2), (4, 5)]
     empty = dedupe._same_phone(phones[:0], slot[:0], np.array([], int), np.array([], int))
     assert [len(part) for part in empty] == [0, 0]
+
+
+def test_the_intake_search_probes_indexes_even_when_statistics_are_stale(db: Session) -> None:
+    # Statistics taken while the table was empty, then 20,000 households arrive (a new
+    # province's first hour): a plan made on the statistics would read the whole table.
+    db.execute(text("ANALYZE households"))
+    db.execute(
+        text(
+            "INSERT INTO households (status, geom, commune_code, hamlet_code, phone, "
+            "accuracy_m, head_name, captured_at) "
+            "SELECT 'accepted', ST_SetSRID(ST_MakePoint(105.5 + (g % 200) * 0.001, "
+            "10.3 + (g / 200) * 0.001), 4326), 'C1', 'H1', lpad(g::text, 10, '0'), "
+            "CASE WHEN g % 10 = 0 THEN 30 ELSE 5 END, 'Nguyễn Văn ' || g, now() "
+            "FROM generate_series(1, 20000) g"
+        )
+    )
+    probes = [
+        dedupe.Probe(
+            lon=105.5 + (k % 50) * 0.004,
+            lat=10.3 + (k // 50) * 0.02,
+            facts=HouseholdFacts(
+                id=10**6 + k,
+                hamlet_code="H1",
+                commune_code="C1",
+                head_name=f"Trần Thị {k}",
+                house_number=None,
+                phone=f"09{k:08d}",
+                kind=None,
+                accuracy_m=5.0,
+            ),
+            province_code=None,
+        )
+        for k in range(200)
+    ]
+    dedupe.find_for_new(db, probes, DedupeParams())
+    seq_scans, fetched = db.execute(
+        text(
+            "SELECT coalesce(seq_scan, 0), coalesce(idx_tup_fetch, 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = 'households'"
+        )
+    ).one()
+    assert seq_scans == 0
+    # Each box and phone is an index probe: a few hundred rows near the probes, not 20,000.
+    assert fetched < 2_000
+    db.rollback()
