@@ -32,6 +32,7 @@ from geo import codes as geo_codes
 from geo.errors import GeoError, PostcodeError
 from service import audit
 from service.bulk import copy_rows
+from service.db import raw_cursor
 from service.errors import BadRequestError, NotFoundError
 from service.models import User, valid_now
 
@@ -168,7 +169,7 @@ def write(
         )
         for p in planned
     ]
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = raw_cursor(session)
     if not returning:
         copy_rows(cursor, "address_codes", _CODE_COLUMNS, rows)
         return {}

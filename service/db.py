@@ -30,6 +30,12 @@ class Database:
             self.cluster.stop()
 
 
+def raw_cursor(session: Session) -> Any:
+    """A psycopg2 cursor on the session's connection, in its transaction: for COPY and for
+    hot statements whose rows are better plain tuples than SQLAlchemy rows."""
+    return session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
 def database_url(settings: Settings, *, cluster: EmbeddedCluster | None = None) -> str:
     """The SQLAlchemy URL: the configured server, else the embedded cluster's socket."""
     if settings.database_url is not None:

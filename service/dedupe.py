@@ -48,6 +48,7 @@ from geo.dedupe import (
 from geo.issues import RULES, Issue, make_issue
 from service import audit, codes
 from service.codes import CodePolicy
+from service.db import raw_cursor
 from service.errors import BadRequestError, ConflictError, NotFoundError
 from service.models import User
 from service.pgcopy import copy_records, record_dtype
@@ -260,7 +261,7 @@ def find_for_new(
 
 def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams) -> _Table:
     """Live households that may pair with a probe (each once)."""
-    cursor = session.connection().connection.cursor()
+    cursor = raw_cursor(session)
     cursor.execute(_NEAR_SQL, near_parameters(probes, params))
     rows = list({row[0]: row for row in cursor.fetchall()}.values())
     cursor.close()
@@ -354,7 +355,7 @@ def store(session: Session, matches: Iterable[Match]) -> dict[tuple[int, int], i
     ]
     if not rows:
         return {}
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = raw_cursor(session)
     returned = execute_values(
         cursor,
         "INSERT INTO duplicate_candidates (household_a, household_b, province_code, commune_code, "

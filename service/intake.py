@@ -45,7 +45,7 @@ from geo.validation import (
 from service import audit, codes, dedupe
 from service.bulk import JsonText, JsonValue, copy_rows
 from service.codes import CodePolicy
-from service.db import Database
+from service.db import Database, raw_cursor
 from service.errors import BadRequestError, MalformedRequestError
 from service.models import User
 from service.unit_index import CachedIndex, UnitIndexCache
@@ -323,15 +323,21 @@ class _Stored:
 def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _Stored]:
     if not ids:
         return {}
-    rows = session.execute(
-        text(
-            "SELECT s.id, s.client_id, s.payload, s.payload_sha256, s.status, s.issues, "
-            "s.household_id, a.code FROM submissions s "
-            "LEFT JOIN address_codes a ON a.submission_id = s.id WHERE s.client_id = ANY(:ids)"
-        ),
-        {"ids": list(ids)},
+    cursor = raw_cursor(session)
+    cursor.execute(
+        "SELECT s.id, s.client_id::text, s.payload, s.payload_sha256, s.status, s.issues, "
+        "s.household_id, a.code FROM submissions s "
+        "LEFT JOIN address_codes a ON a.submission_id = s.id "
+        "WHERE s.client_id = ANY(CAST(%(ids)s AS uuid[]))",
+        {"ids": [str(i) for i in ids]},
     )
-    return {row[1]: _Stored(*row) for row in rows}
+    rows = cursor.fetchall()
+    cursor.close()
+    return {
+        client_id: _Stored(row[0], client_id, *row[2:])
+        for row in rows
+        for client_id in [uuid.UUID(row[1])]
+    }
 
 
 def _retryable(stored: _Stored, item: _Item) -> bool:
@@ -571,28 +577,30 @@ def team_area(session: Session, index: CachedIndex, user: User, *, at: datetime)
     )
 
 
-_SUBMISSION_ID = "pg_get_serial_sequence('submissions', 'id')"
-_HOUSEHOLD_ID = "pg_get_serial_sequence('households', 'id')"
-
-
-def _draw(session: Session, n: int, *sequences: str) -> list[Any]:
-    """``n`` values of each sequence in one round trip, one row per value."""
-    columns = ", ".join(f"nextval({sequence})" for sequence in sequences)
-    query = text(f"SELECT {columns} FROM generate_series(1, :n)")
-    return list(session.execute(query, {"n": n}).all()) if n else []
+# Ids are drawn up front (so a batch is written with COPY), as two arrays in one statement.
+_DRAW_IDS = (
+    "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('submissions', 'id')) "
+    "FROM generate_series(1, %(submissions)s)), "
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('households', 'id')) "
+    "FROM generate_series(1, %(households)s))"
+)
 
 
 def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> None:
-    """Draw submission and household ids up front, so a batch is written with COPY."""
-    for item, (submission_id,) in zip(
-        fresh, _draw(session, len(fresh), _SUBMISSION_ID), strict=True
-    ):
-        item.submission_id = submission_id
+    """Draw submission ids for the fresh items and household ids for the new households."""
     live = [i for i in items if i.status != "rejected"]
     for item in live:
         item.household_id = item.parsed.household_ref
     need = [i for i in live if i.parsed.household_ref is None]
-    for item, (household_id,) in zip(need, _draw(session, len(need), _HOUSEHOLD_ID), strict=True):
+    if not fresh and not need:
+        return
+    cursor = raw_cursor(session)
+    cursor.execute(_DRAW_IDS, {"submissions": len(fresh), "households": len(need)})
+    submission_ids, household_ids = cursor.fetchone()
+    cursor.close()
+    for item, submission_id in zip(fresh, submission_ids, strict=True):
+        item.submission_id = submission_id
+    for item, household_id in zip(need, household_ids, strict=True):
         item.household_id = household_id
 
 
@@ -666,10 +674,10 @@ def _claim(
             )
         )
     if not contended:
-        copy_rows(_cursor(session), "submissions", _SUBMISSION_COLUMNS, rows)
+        copy_rows(raw_cursor(session), "submissions", _SUBMISSION_COLUMNS, rows)
         return {item.submission_id for item in items if item.submission_id is not None}
     returned = execute_values(
-        _cursor(session),
+        raw_cursor(session),
         f"INSERT INTO submissions ({', '.join(_SUBMISSION_COLUMNS)}) VALUES %s "
         "ON CONFLICT (client_id) DO NOTHING RETURNING id",
         [
@@ -705,10 +713,6 @@ def _reclaim(session: Session, items: list[_Item]) -> set[int]:
         if item.submission_id is not None:  # else a concurrent resend got there first
             claimed.add(item.submission_id)
     return claimed
-
-
-def _cursor(session: Session) -> Any:
-    return session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
 def _dumps(value: Any) -> str:
@@ -754,7 +758,7 @@ def _write_households(session: Session, items: list[_Item], *, user: User) -> No
             fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
             rows.append((item.household_id, *fields, geom, item.address_code))
         columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code")
-        copy_rows(_cursor(session), "households", columns, rows)
+        copy_rows(raw_cursor(session), "households", columns, rows)
     versions = [(i, 1, "submission", values[i.index]["province_code"]) for i in new]
     versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
     _write_versions(session, versions, values, user=user)
@@ -855,7 +859,7 @@ def _write_versions(
         "data",
         "province_code",
     )
-    copy_rows(_cursor(session), "household_versions", columns, rows)
+    copy_rows(raw_cursor(session), "household_versions", columns, rows)
     for item, version, *_ in versions:
         if version > 1:
             audit.record(
@@ -1008,7 +1012,7 @@ def _record_failure(
                 for i in items
             ]
             execute_values(
-                _cursor(session),
+                raw_cursor(session),
                 "INSERT INTO submissions (province_code, client_id, batch_id, item_index, "
                 "payload, payload_sha256, user_id, team_id, captured_at, hamlet_code, status, "
                 "error) "

@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from service.db import raw_cursor
+
 #: PGCOPY signature, then flags (4 bytes) and the header-extension length (4 bytes, 0 here).
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _HEADER = len(_SIGNATURE) + 8
@@ -43,7 +45,7 @@ def fetch_records(
 ) -> npt.NDArray[Any]:
     """The rows of ``query`` (psycopg2 ``%(name)s`` parameters) as a record array of ``dtype``
     (from :func:`record_dtype`), read with binary COPY in the session's transaction."""
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = raw_cursor(session)
     try:
         return copy_records(cursor, query, params, dtype)
     finally:
