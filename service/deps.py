@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,13 +21,18 @@ from service.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="Token do quản trị viên cấp")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read app state are ``async``: FastAPI runs a plain ``def`` dependency
+# in the thread pool, and each such hop cost more event-loop time than the request's own work
+# (an empty batch spent 7 hops; profile in docs/intake.md).
+
+
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The database opened in the app's lifespan."""
     database: Database = request.app.state.database
     return database
@@ -42,22 +48,32 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_current_user(
-    session: SessionDep,
+async def get_current_user(
+    database: Annotated[Database, Depends(get_database)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """The user whose bearer token came with the request; 401 when missing/unknown/revoked."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthenticatedError("Thiếu token: gửi tiêu đề 'Authorization: Bearer <token>'.")
-    return user_for_token(session, credentials.credentials)
+    return await authenticate(database, credentials.credentials)
+
+
+async def authenticate(database: Database, token: str) -> User:
+    """The user holding ``token``, looked up in a session of its own in one thread-pool hop:
+    its connection is back in the pool before the handler starts, so a handler that opens
+    sessions of its own (intake) never holds two connections at once."""
+    return await run_in_threadpool(_lookup, database, token)
+
+
+def _lookup(database: Database, token: str) -> User:
+    with database.sessions() as session:
+        return user_for_token(session, token)
 
 
 def user_for_token(session: Session, token: str) -> User:
     """The user holding ``token`` (looked up by its hash); 401 when unknown or revoked."""
     user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
-    # End the read now: the connection goes back to the pool while the handler works, so a
-    # handler that opens sessions of its own (intake) never holds two connections at once.
-    session.commit()
+    session.commit()  # end the read: the connection goes back to the pool
     if user is None or user.revoked_at is not None:
         raise UnauthenticatedError("Token không hợp lệ hoặc đã bị thu hồi.")
     return user
@@ -69,7 +85,7 @@ class RoleGuard:
     def __init__(self, *roles: str) -> None:
         self.roles = frozenset(roles)
 
-    def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
+    async def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
         return self.admit(user)
 
     def admit(self, user: User) -> User:
@@ -90,8 +106,10 @@ class PathTokenGuard(RoleGuard):
     users are), so OpenRosa routes take the bearer token from the path instead of a header.
     """
 
-    def __call__(self, session: SessionDep, token: str) -> User:  # type: ignore[override]
-        return self.admit(user_for_token(session, token))
+    async def __call__(  # type: ignore[override]
+        self, database: Annotated[Database, Depends(get_database)], token: str
+    ) -> User:
+        return self.admit(await authenticate(database, token))
 
 
 ANY_ROLE = RoleGuard("surveyor", "reviewer", "admin", "postal")

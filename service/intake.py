@@ -127,7 +127,7 @@ def submit(
     """
     if raw_items is None:
         raw_items = parse_envelope(body, max_items=options.max_items)
-    batch_id, area = _store_batch(
+    batch_id, area, index = _store_batch(
         database,
         cache,
         body=body,
@@ -143,7 +143,7 @@ def submit(
             with database.sessions() as session, session.begin():
                 _process(
                     session,
-                    cache,
+                    index,
                     items,
                     batch_id=batch_id,
                     area=area,
@@ -214,11 +214,13 @@ def _store_batch(
     n: int,
     channel: str,
     now: datetime,
-) -> tuple[uuid.UUID, TeamArea]:
-    """Store the request body verbatim and commit; its id and the team's area at ``now``."""
+) -> tuple[uuid.UUID, TeamArea, CachedIndex]:
+    """Store the request body verbatim and commit; its id, the team's area at ``now`` and
+    the unit index it was judged by (the batch is placed with the same one)."""
     batch_id = uuid.uuid4()
     with database.sessions() as session, session.begin():
-        area = team_area(session, cache.get(session), user, at=now)
+        index = cache.get(session)
+        area = team_area(session, index, user, at=now)
         session.execute(
             text(
                 "INSERT INTO intake_batches (id, user_id, channel, content_type, body, "
@@ -236,12 +238,12 @@ def _store_batch(
                 "province": area.province,
             },
         )
-    return batch_id, area
+    return batch_id, area, index
 
 
 def _process(
     session: Session,
-    cache: UnitIndexCache,
+    index: CachedIndex,
     items: list[_Item],
     *,
     batch_id: uuid.UUID,
@@ -256,7 +258,6 @@ def _process(
     fresh = [i for i in first if i.parsed.id is None or i.parsed.id not in existing]
     retry = [i for i in first if i.parsed.id in existing and _retryable(existing[i.parsed.id], i)]
     work = fresh + retry
-    index = cache.get(session)
     _validate(session, index, work, area=area)
     _reserve_ids(session, work, fresh)
     matches = _find_duplicates(session, work, params)

@@ -18,13 +18,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo.placement import UnitIndex, UnitRecord
+from service.db import raw_cursor
 
 # One statement sees one snapshot, so the revision matches the rows even in READ COMMITTED.
 _UNITS = text(
     "SELECT id, code, level, parent_code, postcode, ST_AsBinary(geom), valid_from, valid_to, "
     "province_code, (SELECT rev FROM admin_units_rev) FROM admin_units"
 )
-_REV = text("SELECT rev FROM admin_units_rev")
+_REV = "SELECT rev FROM admin_units_rev"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,10 @@ class UnitIndexCache:
 
     def get(self, session: Session) -> CachedIndex:
         """The index as of the units' current revision."""
-        rev = int(session.execute(_REV).scalar_one())
+        cursor = raw_cursor(session)  # on every batch: no SQLAlchemy result machinery
+        cursor.execute(_REV)
+        rev = int(cursor.fetchone()[0])
+        cursor.close()
         cached = self._cached
         if cached is not None and cached.rev == rev:
             return cached
