@@ -120,11 +120,11 @@ _GROUP_M = 250.0
 # partial phone index answers that). Distances and radii are decided in Python. Run on the raw
 # DBAPI cursor (psycopg2 parameters): its rows are plain tuples, cheaper than SQLAlchemy's.
 #
-# Each box and each phone is one index probe, whatever the statistics say: the lookups are
-# LATERAL subqueries kept apart by OFFSET 0, so the planner cannot turn them into a join over
-# the whole table. On a table that grows fast (a new province, a benchmark) the statistics
-# lag behind it; believing the table small, the planner hashed or looped over all of it,
-# 0.3 to 4 s a batch instead of a few milliseconds.
+# Each box and each phone is a lookup of its own (an index probe on any table worth one): the
+# lookups are LATERAL subqueries kept apart by OFFSET 0, so the planner cannot turn them into
+# a join over the whole table, whatever the statistics say. On a table that grows fast (a new
+# province, a benchmark) the statistics lag behind it; believing the table small, the planner
+# hashed or looped over all of it, 0.3 to 4 s a batch instead of a few milliseconds.
 _NEAR_SQL = f"""
 WITH b AS (
     SELECT * FROM unnest(CAST(%(west)s AS float8[]), CAST(%(south)s AS float8[]),
@@ -261,14 +261,13 @@ def find_for_new(
 
 def _neighbours(session: Session, probes: Sequence[Probe], params: DedupeParams) -> _Table:
     """Live households that may pair with a probe (each once)."""
-    cursor = raw_cursor(session)
-    cursor.execute(_NEAR_SQL, near_parameters(probes, params))
-    rows = list({row[0]: row for row in cursor.fetchall()}.values())
-    cursor.close()
+    with raw_cursor(session) as cursor:
+        cursor.execute(_NEAR_SQL, _near_parameters(probes, params))
+        rows = list({row[0]: row for row in cursor.fetchall()}.values())
     return _Table(rows)
 
 
-def near_parameters(probes: Sequence[Probe], params: DedupeParams) -> dict[str, Any]:
+def _near_parameters(probes: Sequence[Probe], params: DedupeParams) -> dict[str, Any]:
     """The parameters of ``_NEAR_SQL`` for ``probes``: a box per group, a phone per probe."""
     groups: dict[tuple[int, int], list[Probe]] = defaultdict(list)
     for probe in probes:

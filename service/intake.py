@@ -324,21 +324,15 @@ class _Stored:
 def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _Stored]:
     if not ids:
         return {}
-    cursor = raw_cursor(session)
-    cursor.execute(
-        "SELECT s.id, s.client_id::text, s.payload, s.payload_sha256, s.status, s.issues, "
-        "s.household_id, a.code FROM submissions s "
-        "LEFT JOIN address_codes a ON a.submission_id = s.id "
-        "WHERE s.client_id = ANY(CAST(%(ids)s AS uuid[]))",
-        {"ids": [str(i) for i in ids]},
-    )
-    rows = cursor.fetchall()
-    cursor.close()
-    return {
-        client_id: _Stored(row[0], client_id, *row[2:])
-        for row in rows
-        for client_id in [uuid.UUID(row[1])]
-    }
+    with raw_cursor(session) as cursor:  # uuid columns arrive as uuid.UUID (register_uuid)
+        cursor.execute(
+            "SELECT s.id, s.client_id, s.payload, s.payload_sha256, s.status, s.issues, "
+            "s.household_id, a.code FROM submissions s "
+            "LEFT JOIN address_codes a ON a.submission_id = s.id "
+            "WHERE s.client_id = ANY(%(ids)s)",
+            {"ids": list(ids)},
+        )
+        return {row[1]: _Stored(*row) for row in cursor.fetchall()}
 
 
 def _retryable(stored: _Stored, item: _Item) -> bool:
@@ -595,10 +589,9 @@ def _reserve_ids(session: Session, items: list[_Item], fresh: list[_Item]) -> No
     need = [i for i in live if i.parsed.household_ref is None]
     if not fresh and not need:
         return
-    cursor = raw_cursor(session)
-    cursor.execute(_DRAW_IDS, {"submissions": len(fresh), "households": len(need)})
-    submission_ids, household_ids = cursor.fetchone()
-    cursor.close()
+    with raw_cursor(session) as cursor:
+        cursor.execute(_DRAW_IDS, {"submissions": len(fresh), "households": len(need)})
+        submission_ids, household_ids = cursor.fetchone()
     for item, submission_id in zip(fresh, submission_ids, strict=True):
         item.submission_id = submission_id
     for item, household_id in zip(need, household_ids, strict=True):

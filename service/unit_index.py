@@ -47,10 +47,9 @@ class UnitIndexCache:
 
     def get(self, session: Session) -> CachedIndex:
         """The index as of the units' current revision."""
-        cursor = raw_cursor(session)  # on every batch: no SQLAlchemy result machinery
-        cursor.execute(_REV)
-        rev = int(cursor.fetchone()[0])
-        cursor.close()
+        with raw_cursor(session) as cursor:  # on every batch: no SQLAlchemy result machinery
+            cursor.execute(_REV)
+            rev = int(cursor.fetchone()[0])
         cached = self._cached
         if cached is not None and cached.rev == rev:
             return cached
