@@ -88,6 +88,17 @@ class Planned:
     issued: geo_codes.IssuedCode
 
 
+# The highest sub-index issued per cell key: one index probe per key (an aggregate LATERAL
+# subquery is never folded into a join). As a plain `cell_key = ANY(…) GROUP BY`, a table
+# never analysed yet (a new deployment's first hours, the load test) was scanned whole on
+# every batch: 10–14 ms a batch at 35,000 codes, growing with the table.
+_TAKEN = text(
+    "SELECT k.key, m.top FROM unnest(CAST(:keys AS text[])) AS k(key) "
+    "CROSS JOIN LATERAL (SELECT max(a.sub_index) AS top FROM address_codes a "
+    "WHERE a.cell_key = k.key) m WHERE m.top IS NOT NULL"
+)
+
+
 def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme) -> list[Planned]:
     """Allocate codes (sub-indexes in the given order); households that cannot get one yet
     (a ``vpostcode`` commune without a postcode) are left out.
@@ -110,15 +121,7 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
         ),
         {"cls": _LOCK_CLASS, "keys": lock_keys(keys)},
     )
-    taken: dict[str, int] = dict(
-        session.execute(
-            text(
-                "SELECT cell_key, max(sub_index) FROM address_codes "
-                "WHERE cell_key = ANY(:keys) GROUP BY cell_key"
-            ),
-            {"keys": keys},
-        ).all()
-    )
+    taken: dict[str, int] = dict(session.execute(_TAKEN, {"keys": keys}).all())
     planned = []
     for w, issued in first:
         sub_index = taken.get(issued.cell_key, 0) + 1

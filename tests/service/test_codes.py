@@ -260,3 +260,45 @@ def test_a_thousand_codes_in_one_neighbourhood_take_a_few_advisory_locks(db: Ses
     db.rollback()
     assert len(planned) == 1000 and len(cells) > 500
     assert locks == len(codes.lock_keys(cells)) and locks <= 40
+
+
+def test_planning_probes_each_cell_even_before_the_codes_are_analysed(db: Session) -> None:
+    # address_codes as a new deployment has it: never analysed, then 20,000 codes arrive.
+    db.execute(
+        text(
+            "INSERT INTO households (status, geom, captured_at) "
+            "SELECT 'accepted', ST_SetSRID(ST_MakePoint(105.6, 10.4), 4326), now() "
+            "FROM generate_series(1, 20000)"
+        )
+    )
+    db.execute(
+        text(
+            "INSERT INTO address_codes (code, scheme, postcode, olc, sub_index, cell_key, "
+            "household_id, geom) "
+            "SELECT 'C' || h.id, 'vpostcode', '81106', 'X', 1, 'vpostcode:81106K' || h.id, h.id, "
+            "h.geom FROM households h"
+        )
+    )
+    assert db.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'address_codes'")) < 0
+    wanted = [
+        codes.Wanted(
+            household_id=1,
+            lat=10.40 + k * 0.001,
+            lon=105.60,
+            postcode="81106",
+            commune_unit_id=None,
+            province_code=None,
+        )
+        for k in range(50)
+    ]
+    planned = codes.plan(db, wanted, scheme=codes.CodePolicy().scheme)
+    assert len(planned) == 50
+    seq_scans, fetched = db.execute(
+        text(
+            "SELECT coalesce(seq_scan, 0), coalesce(idx_tup_fetch, 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = 'address_codes'"
+        )
+    ).one()
+    # One index probe per cell: none of the 20,000 codes is read.
+    assert (seq_scans, fetched) == (0, 0)
+    db.rollback()
