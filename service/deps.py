@@ -63,17 +63,13 @@ async def authenticate(database: Database, token: str) -> User:
     """The user holding ``token``, looked up in a session of its own in one thread-pool hop:
     its connection is back in the pool before the handler starts, so a handler that opens
     sessions of its own (intake) never holds two connections at once."""
-    return await run_in_threadpool(_lookup, database, token)
+    return await run_in_threadpool(_user_for_token, database, token)
 
 
-def _lookup(database: Database, token: str) -> User:
-    with database.sessions() as session:
-        return user_for_token(session, token)
-
-
-def user_for_token(session: Session, token: str) -> User:
+def _user_for_token(database: Database, token: str) -> User:
     """The user holding ``token`` (looked up by its hash); 401 when unknown or revoked."""
-    user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
+    with database.sessions() as session:
+        user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
     if user is None or user.revoked_at is not None:
         raise UnauthenticatedError("Token không hợp lệ hoặc đã bị thu hồi.")
     return user
