@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import shapely
 from fastapi.testclient import TestClient
-from sqlalchemy import URL, create_engine, func, select
+from sqlalchemy import URL, create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import accounts
@@ -174,3 +174,16 @@ def live_server(settings: Any) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def reads_in_transaction(session: Session, table: str) -> tuple[int, int]:
+    """Sequential scans of ``table`` and rows fetched through its indexes, so far in the
+    session's current transaction (``pg_stat_xact_user_tables``)."""
+    seq_scans, fetched = session.execute(
+        text(
+            "SELECT coalesce(seq_scan, 0), coalesce(idx_tup_fetch, 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = :table"
+        ),
+        {"table": table},
+    ).one()
+    return int(seq_scans), int(fetched)

@@ -17,7 +17,7 @@ from service import dedupe
 from service.app import create_app
 from service.models import AuditEvent, DuplicateCandidate, Household
 from service.settings import Settings
-from tests.service.conftest import count_rows
+from tests.service.conftest import count_rows, reads_in_transaction
 from tests.service.test_cli import run_cli
 from tests.service.test_intake import M_PER_DEG_LON, item, one, post
 
@@ -486,12 +486,7 @@ def test_the_intake_search_probes_indexes_even_when_statistics_are_stale(db: Ses
         for k in range(200)
     ]
     dedupe.find_for_new(db, probes, DedupeParams())
-    seq_scans, fetched = db.execute(
-        text(
-            "SELECT coalesce(seq_scan, 0), coalesce(idx_tup_fetch, 0) "
-            "FROM pg_stat_xact_user_tables WHERE relname = 'households'"
-        )
-    ).one()
+    seq_scans, fetched = reads_in_transaction(db, "households")
     assert seq_scans == 0
     # Each box and phone is an index probe: a few hundred rows near the probes, not 20,000.
     assert fetched < 2_000
