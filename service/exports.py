@@ -193,10 +193,47 @@ def _snapshot_of(cursor: str | None) -> str | None:
     return snapshot
 
 
+#: Households of a unit, by the unit's level: each an indexed condition. One OR across all
+#: levels (the code could be any of them) defeated the indexes: every export of a commune
+#: scanned the whole table twice (the count and the rows) in parallel workers, 47 ms of both
+#: cores at 120,000 households against 1 ms, and it doubled intake p95 in the load test.
+_UNIT_CONDITIONS = {
+    "hamlet": "h.hamlet_code = %(unit)s",
+    "commune": "h.commune_code = %(unit)s",
+    "district": (
+        "h.commune_code IN (SELECT code FROM admin_units WHERE parent_code = %(unit)s "
+        "AND level = 'commune')"
+    ),
+    "province": "h.province_code = %(unit)s",
+}
+
+
+def _unit_condition(levels: frozenset[str]) -> str:
+    """The households of a unit code known at ``levels`` (codes differ in length by level,
+    so this is one condition; a code at several levels gets each one's)."""
+    conditions = [sql for level, sql in _UNIT_CONDITIONS.items() if level in levels]
+    assert conditions, f"no export condition for the levels {sorted(levels)}"
+    return "(" + " OR ".join(conditions) + ")"
+
+
+def unit_levels(cursor: Any, unit: str) -> frozenset[str]:
+    """The levels at which a unit code names a unit (now or in the past); 404 if none."""
+    cursor.execute("SELECT DISTINCT level FROM admin_units WHERE code = %s", (unit,))
+    levels = frozenset(row[0] for row in cursor.fetchall())
+    if not levels:
+        raise NotFoundError(f"Không có đơn vị mã {unit}.", code="unit_not_found")
+    return levels
+
+
 def _select(
-    request: ExportRequest, *, since: str | None, columns: list[str]
+    request: ExportRequest,
+    *,
+    since: str | None,
+    columns: list[str],
+    levels: frozenset[str] = frozenset(),
 ) -> tuple[str, str, dict[str, Any]]:
-    """The SELECT of one export, the per-commune count over the same rows, the parameters."""
+    """The SELECT of one export, the per-commune count over the same rows, the parameters;
+    ``levels``: those of ``request.unit`` (:func:`unit_levels`)."""
     if since is None:
         change = "'new'"
         where = ["h.status = ANY(%(statuses)s)"]
@@ -213,11 +250,7 @@ def _select(
             "OR pg_visible_in_snapshot(h.created_xid, %(since)s::pg_snapshot))",
         ]
     if request.unit:
-        where.append(
-            "(h.hamlet_code = %(unit)s OR h.commune_code = %(unit)s OR h.province_code = %(unit)s "
-            "OR h.commune_code IN (SELECT code FROM admin_units WHERE parent_code = %(unit)s "
-            "AND level = 'commune'))"
-        )
+        where.append(_unit_condition(levels))
     exprs = dict(_COLUMNS)
     select = ", ".join(f"{exprs[c].format(change=change)} AS {c}" for c in columns)
     condition = " AND ".join(where)
@@ -247,14 +280,11 @@ def start(database: Database, request: ExportRequest, *, user: User | None) -> E
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         cur = conn.cursor()
-        if request.unit:
-            cur.execute("SELECT 1 FROM admin_units WHERE code = %s LIMIT 1", (request.unit,))
-            if cur.fetchone() is None:
-                raise NotFoundError(f"Không có đơn vị mã {request.unit}.", code="unit_not_found")
+        levels = unit_levels(cur, request.unit) if request.unit else frozenset()
         cur.execute("SELECT pg_current_snapshot()::text")
         snapshot = cur.fetchone()[0]
         columns = columns_for(user, request)
-        sql, count_sql, params = _select(request, since=since, columns=columns)
+        sql, count_sql, params = _select(request, since=since, columns=columns, levels=levels)
         cur.execute(count_sql, params)
         counts = {code: int(n) for code, n in cur.fetchall()}
     except BaseException:

@@ -192,6 +192,24 @@ def test_units_of_any_level_filter_the_export(
         assert len(body.strip().splitlines()) - 1 == n, unit
 
 
+def test_a_district_exports_the_households_of_its_communes(
+    client: TestClient, postal: dict[str, str], captured: Any, db: Session
+) -> None:
+    # Units valid before the 2025 reorganisation have districts: commune 98001 in district 981.
+    db.execute(
+        text(
+            "INSERT INTO admin_units (code, level, name, parent_code, province_code, valid_from) "
+            "VALUES ('981', 'district', 'Huyện Thử', '98', '98', '2020-01-01')"
+        )
+    )
+    db.execute(text("UPDATE admin_units SET parent_code = '981' WHERE code = '98001'"))
+    db.commit()
+    body = export(client, postal, "csv", unit="981").content.decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert len(rows) == 5 and {r["commune_code"] for r in rows} == {"98001"}
+    assert {r["district_name"] for r in rows} == {"Huyện Thử"}
+
+
 def test_incremental_exports_return_exactly_what_changed(
     client: TestClient,
     postal: dict[str, str],
