@@ -60,6 +60,9 @@ TARGET_P95_MS = 300.0
 SUBMISSIONS = "POST /api/v1/submissions"
 EXPORTS = "GET /api/v1/exports/households.csv"
 TILES = "GET /api/v1/tiles/{layer}/{z}/{x}/{y}.mvt"
+#: Submissions' latency is also printed per window of this many seconds: whether it grows
+#: with the data or with time, or comes in stalls.
+WINDOW_S = 30
 
 
 def parse_args() -> argparse.Namespace:
@@ -107,12 +110,18 @@ class Stats:
     answers: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     outcomes: Counter[str] = field(default_factory=Counter)
     resent: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    #: Submissions' latencies by the window (``WINDOW_S``) in which they finished.
+    windows: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def record(self, endpoint: str, seconds: float, answer: str) -> None:
         """One request; only answered ones (any status but 404 of a missing route) time."""
         self.answers[endpoint][answer] += 1
         if answer != "404 (no route yet)":
             self.latencies[endpoint].append(seconds)
+            if endpoint == SUBMISSIONS:
+                window = int((time.perf_counter() - self.started) // WINDOW_S)
+                self.windows[window].append(seconds)
 
 
 def _answer(response: httpx.Response) -> str:
@@ -287,6 +296,7 @@ async def drive(base_url: str, setup: Setup, args: Any) -> tuple[Stats, float]:
     timeout = httpx.Timeout(args.request_timeout_s, connect=10.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
         started = time.monotonic()
+        stats.started = time.perf_counter()
         end = started + args.seconds
         tasks = [
             surveyor(http, token, setup.batches[i], args, stats, end)
@@ -343,6 +353,16 @@ def summarise(stats: Stats, elapsed_s: float, server: dict[str, Any], args: Any)
         "item_outcomes": dict(sorted(stats.outcomes.items())),
         "batches_resent": stats.resent,
         "server_5xx": fives,
+        "submissions_by_window": [
+            {
+                "from_s": window * WINDOW_S,
+                "requests": len(seconds),
+                "p50_ms": round(percentile_ms(seconds, 0.50), 1),
+                "p95_ms": round(percentile_ms(seconds, 0.95), 1),
+                "max_ms": round(max(seconds) * 1000, 1),
+            }
+            for window, seconds in sorted(stats.windows.items())
+        ],
         "server": server,
         "targets_met": fives == 0 and intake_p95 <= TARGET_P95_MS,
     }
@@ -357,10 +377,20 @@ def report(summary: dict[str, Any]) -> None:
             mark = "✓" if figures["p95_ms"] <= TARGET_P95_MS else "✗"
             rows[3] = (rows[3][0], rows[3][1], f"target ≤ {TARGET_P95_MS:.0f} {mark}")
         print_table(endpoint, rows)
+    rows = [
+        (
+            f"from {w['from_s']} s",
+            f"p50 {w['p50_ms']} · p95 {w['p95_ms']} · max {w['max_ms']}",
+            f"{w['requests']} requests",
+        )
+        for w in summary["submissions_by_window"]
+    ]
+    if rows:
+        print_table(f"{SUBMISSIONS}, ms per {WINDOW_S} s", rows)
     totals = [
         (k.replace("_", " "), str(v), "")
         for k, v in summary.items()
-        if k not in ("endpoints", "server")
+        if k not in ("endpoints", "server", "submissions_by_window")
     ]
     totals += [(f"server {k}", str(v), "") for k, v in summary["server"].items()]
     print_table("totals", totals)

@@ -133,3 +133,26 @@ def test_load_province_batching_deals_capture_order_in_turn(load: ModuleType) ->
         list(range(80, 100)),
     ]
     assert [len(b) for b in second] == [20, 20]
+
+
+def test_load_reports_submission_latency_per_window(
+    load: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = load.Stats(started=0.0)
+    clock = iter([1.0, 2.0, 31.0, 95.0, 96.0])
+    # The window is the one in which a request ends.
+    monkeypatch.setattr(load.time, "perf_counter", lambda: next(clock))
+    for seconds in (0.010, 0.030, 0.200, 0.050):
+        stats.record(load.SUBMISSIONS, seconds, "200")
+    stats.record(load.TILES, 0.5, "200")  # other endpoints are not windowed
+    monkeypatch.undo()
+    args = argparse.Namespace(surveyors=1, batch=20, think_s=15.0, workers=2)
+    summary = load.summarise(stats, 100.0, {}, args)
+    windows = summary["submissions_by_window"]
+    assert [(w["from_s"], w["requests"], w["max_ms"]) for w in windows] == [
+        (0, 2, 30.0),
+        (30, 1, 200.0),
+        (90, 1, 50.0),
+    ]
+    load.report(summary)
+    assert "from 30 s" in capsys.readouterr().out
