@@ -209,8 +209,9 @@ _UNIT_CONDITIONS = {
 
 
 def _unit_condition(levels: frozenset[str]) -> str:
-    """The households of a unit code known at ``levels`` (codes differ in length by level,
-    so this is one condition; a code at several levels gets each one's)."""
+    """The households of a unit code known at ``levels``: its level's indexed condition.
+    Codes differ in length by level, so a code names one level; should one ever name several,
+    their conditions are OR'ed (each still indexed)."""
     conditions = [sql for level, sql in _UNIT_CONDITIONS.items() if level in levels]
     assert conditions, f"no export condition for the levels {sorted(levels)}"
     return "(" + " OR ".join(conditions) + ")"
