@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -474,6 +475,85 @@ class RssSampler:
                 self.at_peak_kb = {
                     f"{process_role(pid, root=self.pid)} {pid}": kb for pid, kb in sizes.items()
                 }
+
+
+#: The probe's unit of work: a fixed pure-Python loop (18–40 ms of CPU on these machines,
+#: depending on the day). Fixed work, timed in the probe's own CPU time, costs more CPU only when
+#: the machine itself runs slower (a busy host, a lower clock), whatever the service does.
+PROBE_ITERATIONS = 200_000
+
+
+#: The probe process: every interval (until its stdin closes) the fixed loop, timed in its own
+#: CPU time, printed as "perf_counter cpu_ms". A plain interpreter: no imports to wait for.
+_PROBE_SCRIPT = """
+import select, sys, time
+iterations, interval_s = int(sys.argv[1]), float(sys.argv[2])
+while not select.select([sys.stdin], [], [], interval_s)[0]:
+    started = time.process_time()
+    total = 0
+    for i in range(iterations):
+        total += i
+    print(time.perf_counter(), (time.process_time() - started) * 1000, flush=True)
+"""
+
+
+@dataclass
+class MachineProbe:
+    """Times a fixed unit of work every ``interval_s`` in a process of its own (its busy loop
+    must not stall the load generator's event loop).
+
+    ``samples`` are ``(perf_counter, cpu ms)``; ``perf_counter`` is the system's monotonic
+    clock, comparable with the caller's. Where the same work took more CPU, the machine was
+    slower at that moment: a latency that rose with it is the machine's, not the service's.
+    """
+
+    interval_s: float = 2.0
+    iterations: int = PROBE_ITERATIONS
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    _process: subprocess.Popen[str] | None = None
+    _reader: threading.Thread | None = None
+
+    def __enter__(self) -> MachineProbe:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PROBE_SCRIPT, str(self.iterations), str(self.interval_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self._process,), daemon=True)
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        process = self._process
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()  # the probe's select sees end of file and it exits
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            at, cpu_ms = line.split()
+            self.samples.append((float(at), float(cpu_ms)))
+
+
+def window_medians(
+    samples: Sequence[tuple[float, float]], *, started: float, window_s: float
+) -> dict[int, float]:
+    """The median of the probe's samples in each window of ``window_s`` from ``started``."""
+    by_window: dict[int, list[float]] = {}
+    for at, cpu_ms in samples:
+        if at >= started:
+            by_window.setdefault(int((at - started) // window_s), []).append(cpu_ms)
+    return {w: float(np.median(v)) for w, v in sorted(by_window.items())}
 
 
 # --- households as rows -------------------------------------------------------------------

@@ -10,7 +10,9 @@ do (one team per hamlet), and a batch holds households of one hamlet in capture 
 batch is scattered over 20 communes (a harsher load: every item is a separate search).
 Meanwhile postal staff download a commune's CSV export one after another, and map viewers
 fetch ``units`` and ``households`` vector tiles. Prints throughput,
-p50/p95/p99 latency and error counts per endpoint, and the server's CPU and memory. The tile
+p50/p95/p99 latency and error counts per endpoint, submissions' latency per 30 s window with
+how much slower the machine ran in it (a fixed loop timed in a process of its own), and the
+server's CPU and memory. The tile
 route arrives with issue 7: until then its 404s are counted apart, not as errors.
 Loopback only; every phase is bounded in time.
 """
@@ -32,6 +34,7 @@ import httpx2 as httpx
 import orjson
 import psycopg2
 from benchlib import (
+    MachineProbe,
     RssSampler,
     add_common_arguments,
     bench_database,
@@ -48,6 +51,7 @@ from benchlib import (
     serve,
     user_token,
     waited_children_cpu_seconds,
+    window_medians,
     write_json,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,7 +65,8 @@ SUBMISSIONS = "POST /api/v1/submissions"
 EXPORTS = "GET /api/v1/exports/households.csv"
 TILES = "GET /api/v1/tiles/{layer}/{z}/{x}/{y}.mvt"
 #: Submissions' latency is also printed per window of this many seconds: whether it grows
-#: with the data or with time, or comes in stalls.
+#: with the data or with time, or comes in stalls; beside it the machine probe's CPU time for
+#: a fixed unit of work in that window, so that a stall of the shared machine shows as one.
 WINDOW_S = 30
 
 
@@ -326,8 +331,21 @@ async def warm_up(base_url: str, token: str) -> None:
     await asyncio.gather(*(once() for _ in range(16)))
 
 
-def summarise(stats: Stats, elapsed_s: float, server: dict[str, Any], args: Any) -> dict[str, Any]:
-    """Per endpoint: requests, rate, latency percentiles, answers; totals and targets."""
+def summarise(
+    stats: Stats,
+    elapsed_s: float,
+    server: dict[str, Any],
+    args: Any,
+    *,
+    probe_ms: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """Per endpoint: requests, rate, latency percentiles, answers; totals and targets.
+
+    ``probe_ms``: the machine probe's median CPU ms per window (``benchlib.MachineProbe``);
+    each window then also says how much slower the machine ran than in its fastest window.
+    """
+    probe_ms = probe_ms or {}
+    fastest = min(probe_ms.values(), default=math.nan)
     endpoints: dict[str, dict[str, Any]] = {}
     for endpoint, answers in sorted(stats.answers.items()):
         seconds = stats.latencies.get(endpoint, [])
@@ -360,6 +378,8 @@ def summarise(stats: Stats, elapsed_s: float, server: dict[str, Any], args: Any)
                 "p50_ms": round(percentile_ms(seconds, 0.50), 1),
                 "p95_ms": round(percentile_ms(seconds, 0.95), 1),
                 "max_ms": round(max(seconds) * 1000, 1),
+                "probe_ms": round(probe_ms.get(window, math.nan), 1),
+                "machine_slowdown": round(probe_ms.get(window, math.nan) / fastest, 2),
             }
             for window, seconds in sorted(stats.windows.items())
         ],
@@ -381,7 +401,7 @@ def report(summary: dict[str, Any]) -> None:
         (
             f"from {w['from_s']} s",
             f"p50 {w['p50_ms']} · p95 {w['p95_ms']} · max {w['max_ms']}",
-            f"{w['requests']} requests",
+            f"{w['requests']} requests" + _slowdown(w),
         )
         for w in summary["submissions_by_window"]
     ]
@@ -394,6 +414,12 @@ def report(summary: dict[str, Any]) -> None:
     ]
     totals += [(f"server {k}", str(v), "") for k, v in summary["server"].items()]
     print_table("totals", totals)
+
+
+def _slowdown(window: dict[str, Any]) -> str:
+    if math.isnan(window["machine_slowdown"]):
+        return ""
+    return f" · probe {window['probe_ms']} ms (×{window['machine_slowdown']:.2f})"
 
 
 def main() -> None:
@@ -409,7 +435,7 @@ def main() -> None:
         with serve(db.url, workers=args.workers) as server:
             roots = [server.process.pid, *([db.postmaster_pid] if db.postmaster_pid else [])]
             before = _cpu(roots)
-            with RssSampler(server.process.pid) as rss:
+            with RssSampler(server.process.pid) as rss, MachineProbe() as probe:
                 stats, elapsed = asyncio.run(drive(server.base_url, setup, args))
             inside = server_latency(server.base_url)
             used = {k: (v - before.get(k, 0.0)) / elapsed for k, v in _cpu(roots).items()}
@@ -420,7 +446,8 @@ def main() -> None:
                 **storage(db.url),
             }
             figures |= {f"{route} (server side)": v for route, v in inside.items()}
-    summary = summarise(stats, elapsed, figures, args)
+    speed = window_medians(probe.samples, started=stats.started, window_s=WINDOW_S)
+    summary = summarise(stats, elapsed, figures, args, probe_ms=speed)
     report(summary)
     if args.json:
         write_json(args.json, summary)

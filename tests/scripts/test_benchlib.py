@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts.benchlib import bench_main, target
+from scripts.benchlib import MachineProbe, bench_main, target, window_medians
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -156,3 +158,38 @@ def test_load_reports_submission_latency_per_window(
     ]
     load.report(summary)
     assert "from 30 s" in capsys.readouterr().out
+
+
+def test_load_windows_say_how_much_slower_the_machine_ran(
+    load: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = load.Stats(started=0.0)
+    stats.windows[0] += [0.05, 0.06]
+    stats.windows[1] += [0.40]
+    stats.windows[2] += [0.07]  # the run's last, partial window: no probe sample in it
+    args = argparse.Namespace(surveyors=1, batch=20, think_s=15.0, workers=2)
+    summary = load.summarise(stats, 90.0, {}, args, probe_ms={0: 20.0, 1: 29.0})
+    windows = summary["submissions_by_window"]
+    assert [w["machine_slowdown"] for w in windows[:2]] == [1.0, 1.45]
+    assert math.isnan(windows[2]["probe_ms"])
+    load.report(summary)
+    out = capsys.readouterr().out
+    assert "probe 29.0 ms (×1.45)" in out
+    assert out.count("probe ") == 2
+
+
+def test_probe_medians_fall_in_the_windows_of_their_moments() -> None:
+    samples = [(99.0, 50.0), (100.5, 20.0), (101.0, 22.0), (101.5, 90.0), (131.0, 30.0)]
+    # Before the start: ignored; the median resists one slow sample in a window.
+    assert window_medians(samples, started=100.0, window_s=30.0) == {0: 22.0, 1: 30.0}
+
+
+def test_machine_probe_times_fixed_work_in_a_process_of_its_own() -> None:
+    started = time.perf_counter()
+    with MachineProbe(interval_s=0.1, iterations=20_000) as probe:
+        time.sleep(1.0)
+    assert time.perf_counter() - started < 5  # closing its stdin stops it at once
+    assert len(probe.samples) >= 3
+    moments = [at for at, _ in probe.samples]
+    assert moments == sorted(moments) and started < moments[0] < time.perf_counter()
+    assert all(0 < cpu_ms < 1000 for _, cpu_ms in probe.samples)
