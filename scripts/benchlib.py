@@ -477,9 +477,11 @@ class RssSampler:
                 }
 
 
-#: The probe's unit of work: a fixed pure-Python loop (18–40 ms of CPU on these machines,
-#: depending on the day). Fixed work, timed in the probe's own CPU time, costs more CPU only when
-#: the machine itself runs slower (a busy host, a lower clock), whatever the service does.
+#: The probe's unit of work: a fixed pure-Python loop (12–40 ms of CPU on these machines,
+#: depending on the day). Fixed work, timed in the probe's own CPU time, does not cost more for
+#: waiting its turn; it costs more when the machine runs slower (a busy host, a lower clock),
+#: and also when the service's own work contends for the same caches or host cores, so read it
+#: beside the window's request count: a rough sign, not a measure.
 PROBE_ITERATIONS = 200_000
 
 
