@@ -357,7 +357,8 @@ def table_counts(url: str) -> dict[str, int]:
     try:
         with conn.cursor() as cur:
             counts = {}
-            for table in ("intake_batches", "submissions", "households", "household_versions"):
+            # household_history: every version (a new household's first is its own row).
+            for table in ("intake_batches", "submissions", "households", "household_history"):
                 cur.execute(f"SELECT count(*) FROM {table}")
                 counts[table] = int(cur.fetchone()[0])
             return counts

@@ -271,7 +271,7 @@ _ORPHAN_HOUSEHOLDS = (
 )
 _WITHOUT_VERSION = (
     "SELECT count(*) FROM households h WHERE NOT EXISTS "
-    "(SELECT 1 FROM household_versions v WHERE v.household_id = h.id AND v.version = 1)"
+    "(SELECT 1 FROM household_history v WHERE v.household_id = h.id AND v.version = 1)"
 )
 _NOT_IN_RAW_BATCH = (
     "SELECT count(*) FROM submissions s LEFT JOIN intake_batches b ON b.id = s.batch_id "

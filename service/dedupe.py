@@ -379,16 +379,8 @@ def hold_issue(candidates: Iterable[int], score: float) -> Issue:
     return make_issue("possible_duplicate", detail)
 
 
-_SNAPSHOT_SQL = """
-jsonb_build_object(
-    'status', h.status, 'commune_code', h.commune_code, 'hamlet_code', h.hamlet_code,
-    'accuracy_m', h.accuracy_m, 'mock_location', h.mock_location, 'head_name', h.head_name,
-    'house_number', h.house_number, 'street', h.street, 'phone', h.phone,
-    'phone_raw', h.phone_raw, 'kind', h.kind, 'members', h.members, 'note', h.note,
-    'lon', ST_X(h.geom), 'lat', ST_Y(h.geom), 'captured_at', h.captured_at,
-    'issues', (SELECT coalesce(jsonb_agg(i -> 'code'), '[]') FROM jsonb_array_elements(h.issues) i),
-    'merged_into_id', h.merged_into_id
-)"""
+# The snapshot a version holds: one definition, in the database (migration 0006).
+_SNAPSHOT_SQL = "household_snapshot(h)"
 
 
 def add_version(

@@ -752,11 +752,12 @@ def _write_households(session: Session, items: list[_Item], *, user: User) -> No
             # EWKT with repr() floats: exact, and cheaper to build than EWKB.
             geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
             fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
-            rows.append((item.household_id, *fields, geom, item.address_code))
-        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code")
+            rows.append((item.household_id, *fields, geom, item.address_code, item.submission_id))
+        columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code", "first_submission_id")
         copy_rows(raw_cursor(session), "households", columns, rows)
-    versions = [(i, 1, "submission", values[i.index]["province_code"]) for i in new]
-    versions += [(i, *_update_household(session, i, values[i.index])) for i in updates]
+    # A new household's first version is the household row itself until it first changes
+    # (then the database keeps it: migration 0006); later observations add versions here.
+    versions = [(i, *_update_household(session, i, values[i.index])) for i in updates]
     _write_versions(session, versions, values, user=user)
 
 

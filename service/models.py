@@ -155,7 +155,7 @@ class Submission(Base):
 
 
 class Household(Base):
-    """The current state of one household; every version is in ``household_versions``."""
+    """The current state of one household; every version is in ``household_history``."""
 
     __tablename__ = "households"
 
@@ -186,12 +186,18 @@ class Household(Base):
     national_code: Mapped[str | None] = mapped_column(String(10))
     olc: Mapped[str | None] = mapped_column(String(16))
     address_code: Mapped[str | None] = mapped_column(String(32))
+    # The submission that created it; its first version is this row until it changes (0006).
+    first_submission_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
 
 class HouseholdVersion(Base):
-    """An immutable snapshot of a household after each change, with its cause."""
+    """An immutable snapshot of a household after each change, with its cause.
+
+    A household that has not changed since intake created it has no row here yet: its first
+    version is read from the household itself (the ``household_history`` view) and written
+    here, as it was, just before the household first changes (migration 0006)."""
 
     __tablename__ = "household_versions"
 

@@ -21,7 +21,7 @@ from tests.service.test_intake import item, post
 #: What must survive, one query per kind of record (sorted, so equal means equal).
 RECORDS = {
     "households": "SELECT id, status, address_code, head_name FROM households ORDER BY id",
-    "versions": "SELECT household_id, version, reason FROM household_versions ORDER BY 1, 2",
+    "versions": "SELECT household_id, version, reason, data FROM household_history ORDER BY 1, 2",
     "codes": "SELECT code, household_id, status FROM address_codes ORDER BY code",
     "submissions": "SELECT client_id::text, status, household_id FROM submissions ORDER BY 1",
     "raw batches": "SELECT id::text, body_sha256 FROM intake_batches ORDER BY 1",

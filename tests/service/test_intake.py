@@ -589,6 +589,42 @@ def test_a_nul_inside_an_unknown_key_is_rejected_not_a_500(
     assert "\u0000" not in response.text
 
 
+_HISTORY = (
+    "SELECT version, reason, submission_id, actor_user_id, data, created_at "
+    "FROM household_history WHERE household_id = :id ORDER BY version"
+)
+
+
+def test_a_new_households_first_version_is_kept_as_it_was_when_it_first_changes(
+    client: TestClient, surveyor: dict[str, str], db: Session
+) -> None:
+    # Intake writes no version row for a new household: its row is its first version (0006).
+    result = one(client, surveyor, item())
+    hid = result["household_id"]
+    assert count_rows(db, HouseholdVersion) == 0
+    first = db.execute(text(_HISTORY), {"id": hid}).all()
+    submission = db.query(Submission).one()
+    assert [(v.version, v.reason, v.submission_id) for v in first] == [
+        (1, "submission", submission.id)
+    ]
+    assert first[0].actor_user_id == submission.user_id
+    assert first[0].data["phone"] == "0912345678" and first[0].data["status"] == "accepted"
+    # Mirroring a code changes nothing a version records; any other change of the household
+    # first freezes the first version, exactly as it read before.
+    db.execute(text("UPDATE households SET address_code = 'X' WHERE id = :id"), {"id": hid})
+    db.commit()
+    assert count_rows(db, HouseholdVersion) == 0
+    db.execute(text("UPDATE households SET note = 'sửa tay' WHERE id = :id"), {"id": hid})
+    db.commit()
+    assert count_rows(db, HouseholdVersion) == 1
+    assert db.execute(text(_HISTORY), {"id": hid}).all() == first
+    update = item(household_id=hid, household__phone="0987654321")
+    assert one(client, surveyor, update)["status"] == "accepted"
+    history = db.execute(text(_HISTORY), {"id": hid}).all()
+    assert [v.version for v in history] == [1, 2] and history[0] == first[0]
+    assert history[1].data["phone"] == "0987654321"
+
+
 def test_every_intake_row_carries_its_province(
     client: TestClient, surveyor: dict[str, str], db: Session
 ) -> None:
@@ -599,7 +635,7 @@ def test_every_intake_row_carries_its_province(
         text(
             "SELECT s.province_code, h.province_code, v.province_code, b.province_code "
             "FROM submissions s JOIN households h ON h.id = s.household_id "
-            "JOIN household_versions v ON v.household_id = h.id "
+            "JOIN household_history v ON v.household_id = h.id "
             "JOIN intake_batches b ON b.id = s.batch_id"
         )
     ).all()
@@ -669,7 +705,7 @@ def test_a_late_observation_is_versioned_in_its_households_province(
     assert one(client, surveyor, older)["status"] == "accepted"
     rows = db.execute(
         text(
-            "SELECT version, reason, province_code FROM household_versions "
+            "SELECT version, reason, province_code FROM household_history "
             "WHERE household_id = :id ORDER BY version"
         ),
         {"id": hid},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import URL, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
@@ -164,4 +165,103 @@ def test_the_review_queue_is_an_index_count(db_url: URL) -> None:
             text("EXPLAIN SELECT count(*) FROM households WHERE status = 'flagged'")
         ).scalars()
         assert "households_flagged_idx" in "\n".join(plan)
+    engine.dispose()
+
+
+#: (statement, what must be refused): references that name no row, and changes that would
+#: leave one dangling (migration 0006 checks these without per-row foreign keys).
+DANGLING = (
+    (
+        "INSERT INTO household_versions (household_id, version, reason, data) "
+        "VALUES (424242, 1, 't', '{}')",
+        "household_versions.household_id = 424242 names no row of households",
+    ),
+    (
+        "INSERT INTO address_codes (code, scheme, olc, household_id, submission_id, cell_key, "
+        "geom) SELECT 'X1', 'olc', '7P28QPG4+X2', h.id, 999, 'k', h.geom FROM households h",
+        "address_codes.submission_id = 999 names no row of submissions",
+    ),
+    (
+        "INSERT INTO submissions (client_id, batch_id, item_index, payload, payload_sha256) "
+        "VALUES (gen_random_uuid(), gen_random_uuid(), 0, '{}', 'x')",
+        "names no row of intake_batches",
+    ),
+    (
+        "UPDATE household_versions SET submission_id = 31337",
+        "household_versions.submission_id = 31337 names no row of submissions",
+    ),
+    ("DELETE FROM households", "never deleted"),
+    ("TRUNCATE households CASCADE", "never deleted"),
+    ("DELETE FROM submissions", "never deleted"),
+    ("DELETE FROM intake_batches", "never deleted"),
+    ("UPDATE households SET id = id + 1000", "ids never change"),
+    ("UPDATE intake_batches SET id = gen_random_uuid()", "ids never change"),
+)
+
+
+@pytest.mark.parametrize(("statement", "refusal"), DANGLING)
+def test_no_reference_can_dangle(db_url: URL, statement: str, refusal: str) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO households (status, geom, captured_at) "
+                "VALUES ('accepted', ST_SetSRID(ST_MakePoint(105.6, 10.4), 4326), now())"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO household_versions (household_id, version, reason, data) "
+                "SELECT id, 1, 'test', '{}' FROM households"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO intake_batches (id, channel, body, body_sha256, item_count) "
+                "VALUES (gen_random_uuid(), 'api', '', 'x', 0)"
+            )
+        )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    except DBAPIError as exc:
+        assert refusal in str(exc)
+    else:
+        raise AssertionError(f"{statement} was allowed")
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_past_0006_writes_the_first_versions_it_kept_in_the_households(
+    db_url: URL,
+) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        submission = conn.execute(
+            text(
+                "WITH b AS (INSERT INTO intake_batches (id, channel, body, body_sha256, "
+                "item_count) VALUES (gen_random_uuid(), 'api', '', 'x', 1) RETURNING id) "
+                "INSERT INTO submissions (client_id, batch_id, item_index, payload, "
+                "payload_sha256) SELECT gen_random_uuid(), b.id, 0, '{}', 'x' FROM b RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO households (status, geom, captured_at, first_submission_id, phone) "
+                "VALUES ('accepted', ST_SetSRID(ST_MakePoint(105.6, 10.4), 4326), now(), :s, "
+                "'0912345678')"
+            ),
+            {"s": submission},
+        )
+        kept = conn.execute(text("SELECT * FROM household_history")).all()
+    assert [(v.version, v.submission_id, v.data["phone"]) for v in kept] == [
+        (1, submission, "0912345678")
+    ]
+    migrate.downgrade(engine, revision="0005")
+    with engine.connect() as conn:
+        written = conn.execute(
+            text("SELECT version, submission_id, reason, data FROM household_versions")
+        ).all()
+    assert written == [(1, submission, "submission", kept[0].data)]
+    migrate.upgrade(engine)
     engine.dispose()
