@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
@@ -34,7 +33,7 @@ from service.errors import (
 )
 from service.logs import loggable_path
 from service.models import Team, User
-from service.routers.submissions import intake_options
+from service.routers.submissions import intake_options, run_intake
 from service.settings import Settings
 
 log = logging.getLogger("diachiso.errors")
@@ -151,7 +150,8 @@ async def submission(
     instance of the form is a 4xx and nothing is stored.
     """
     xml, content_type = await _instance_part(request)
-    item, result = await run_in_threadpool(
+    item, result = await run_intake(
+        request,
         openrosa.submit_instance,
         database,
         request.app.state.unit_cache,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from service import codes, dedupe, intake, submissions
 from service.db import Database
@@ -46,7 +48,8 @@ async def submit(
     that item is a ``conflict`` listing the differences.
     """
     body = await request.body()
-    results = await run_in_threadpool(
+    results = await run_intake(
+        request,
         intake.submit,
         database,
         request.app.state.unit_cache,
@@ -63,6 +66,15 @@ async def submit(
     # Serialised directly: validating 1,000 results against the response model costs more
     # than the rest of the request's Python work (the model still documents the shape).
     return Response(orjson.dumps({"results": results, "counts": counts}), media_type=JSON)
+
+
+T = TypeVar("T")
+
+
+async def run_intake(request: Request, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run intake work on the thread pool, at most ``intake_concurrency`` at once per worker."""
+    limiter = request.app.state.intake_limiter
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
 
 
 def intake_options(settings: Any) -> intake.IntakeOptions:
