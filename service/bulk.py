@@ -62,6 +62,25 @@ def _field(value: Any) -> str:
     return formatter(value) if formatter is not None else _escape(str(value))
 
 
+def array_literal(values: Iterable[object]) -> str:
+    r"""``values`` as one PostgreSQL array literal, bound with a cast (``CAST(:keys AS text[])``).
+
+    psycopg2 sends a list as ``ARRAY[…]``: one expression per element, which the client
+    adapts and the server lexes, analyses and plans. For 1,000 UUIDs that cost 2.7 ms a
+    statement against 1.8 ms as one literal (1,000 text keys: 1.0 against 0.5 ms).
+
+    >>> print(array_literal(["a", 'say "hi"', None, "NULL", 7]))
+    {"a","say \"hi\"",NULL,"NULL","7"}
+    """
+    return "{" + ",".join([_array_element(value) for value in values]) + "}"
+
+
+def _array_element(value: object) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def copy_rows(
     cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:

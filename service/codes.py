@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from geo import codes as geo_codes
 from geo.errors import GeoError, PostcodeError
 from service import audit
-from service.bulk import copy_rows
+from service.bulk import array_literal, copy_rows
 from service.db import raw_cursor
 from service.errors import BadRequestError, NotFoundError
 from service.models import User, valid_now
@@ -119,9 +119,9 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
             "SELECT pg_advisory_xact_lock(:cls, h) FROM "
             "(SELECT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) k ORDER BY k) s"
         ),
-        {"cls": _LOCK_CLASS, "keys": lock_keys(keys)},
+        {"cls": _LOCK_CLASS, "keys": array_literal(lock_keys(keys))},
     )
-    taken: dict[str, int] = dict(session.execute(_TAKEN, {"keys": keys}).all())
+    taken: dict[str, int] = dict(session.execute(_TAKEN, {"keys": array_literal(keys)}).all())
     planned = []
     for w, issued in first:
         sub_index = taken.get(issued.cell_key, 0) + 1

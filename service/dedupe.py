@@ -47,6 +47,7 @@ from geo.dedupe import (
 )
 from geo.issues import RULES, Issue, make_issue
 from service import audit, codes
+from service.bulk import array_literal
 from service.codes import CodePolicy
 from service.db import raw_cursor
 from service.errors import BadRequestError, ConflictError, NotFoundError
@@ -283,8 +284,8 @@ def _near_parameters(probes: Sequence[Probe], params: DedupeParams) -> dict[str,
         "east": [b[2] for b in boxes],
         "north": [b[3] for b in boxes],
         "good": [b[4] for b in boxes],
-        "commune": [p.facts.commune_code for p in phoned],
-        "phone": [p.facts.phone for p in phoned],
+        "commune": array_literal(p.facts.commune_code for p in phoned),
+        "phone": array_literal(p.facts.phone for p in phoned),
     }
 
 

@@ -43,7 +43,7 @@ from geo.validation import (
     payload_diff,
 )
 from service import audit, codes, dedupe
-from service.bulk import JsonText, JsonValue, copy_rows
+from service.bulk import JsonText, JsonValue, array_literal, copy_rows
 from service.codes import CodePolicy
 from service.db import Database, raw_cursor
 from service.errors import BadRequestError, MalformedRequestError
@@ -329,8 +329,8 @@ def _existing(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, _St
             "SELECT s.id, s.client_id, s.payload, s.payload_sha256, s.status, s.issues, "
             "s.household_id, a.code FROM submissions s "
             "LEFT JOIN address_codes a ON a.submission_id = s.id "
-            "WHERE s.client_id = ANY(%(ids)s)",
-            {"ids": list(ids)},
+            "WHERE s.client_id = ANY(CAST(%(ids)s AS uuid[]))",
+            {"ids": array_literal(ids)},
         )
         return {row[1]: _Stored(*row) for row in cursor.fetchall()}
 

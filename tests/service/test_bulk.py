@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import URL, create_engine, text
 
-from service.bulk import JsonText, JsonValue, copy_rows
+from service.bulk import JsonText, JsonValue, array_literal, copy_rows
 
 AWKWARD = "tab\there\nnew line\\back\\slash\r\u00a0Nguyễn"
 
@@ -54,3 +54,19 @@ def test_copy_rows_round_trips_awkward_values(db_url: URL) -> None:
         {"a": "b\\c"},
     )
     assert back[1] == ("\\N", "", False, -1, 0.1, moment, ident, [], None)
+
+
+def test_array_literal_round_trips_awkward_elements(db_url: URL) -> None:
+    values = ["", " padded ", "a,b", "{x}", 'say "hi"', "back\\slash", None, "NULL", AWKWARD]
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        back = conn.execute(
+            text("SELECT CAST(:v AS text[])"), {"v": array_literal(values)}
+        ).scalar_one()
+        ids = [uuid.uuid4(), uuid.uuid4()]
+        found = conn.execute(
+            text("SELECT CAST(:v AS uuid[])"), {"v": array_literal(ids)}
+        ).scalar_one()
+    engine.dispose()
+    assert back == values
+    assert found == ids
