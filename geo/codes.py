@@ -51,7 +51,7 @@ _NOT_IN_ALPHABET = sorted(set("ABCDEFGHIJKLMNOPQRSTUVWXYZ") - set(olc.ALPHABET))
 _EXAMPLE = "81106FJ6M222"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IssuedCode:
     """A code issued for a point, with what it was issued under.
 
@@ -99,6 +99,7 @@ def issue(
     *,
     postcode: str | int | None = None,
     sub_index: int = 1,
+    cell: str | None = None,
 ) -> IssuedCode:
     """Issue the address code of a validated point.
 
@@ -112,6 +113,9 @@ def issue(
     sub_index : int
         1 for the first household of the cell (no suffix), 2, 3… for the next ones: one more
         than the codes already issued with the same ``cell_key``.
+    cell : str, optional
+        The point's ``olc.CELL_DIGITS`` code when already encoded (``olc.encode_many`` for a
+        batch); encoded here otherwise.
 
     Returns
     -------
@@ -137,7 +141,8 @@ def issue(
     '7P27FJ6M+222-3'
     """
     _check_issue_arguments(scheme, lat, lon, sub_index)
-    cell = olc.encode(lat, lon, olc.CELL_DIGITS)
+    if cell is None:
+        cell = olc.encode(lat, lon, olc.CELL_DIGITS)
     normalised = normalise_postcode(postcode)
     if scheme == VPOSTCODE and normalised is None:
         raise PostcodeError(

@@ -136,7 +136,7 @@ class DedupeParams:
 DEFAULT_PARAMS = DedupeParams()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HouseholdFacts:
     """What scoring needs of one household; ``phone`` is normalised (``geo.text``) or None."""
 

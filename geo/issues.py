@@ -59,7 +59,7 @@ RULES: dict[str, Rule] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Issue:
     """One finding about an item: stable code, severity, Vietnamese message, detail."""
 

@@ -17,8 +17,12 @@ infinite longitude and has no integer API to check the vectors' integer columns 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Context, Decimal
+
+import numpy as np
+import numpy.typing as npt
 
 from geo.errors import CodeFormatError
 
@@ -222,6 +226,83 @@ def encode(lat: float, lon: float, code_length: int = PAIR_DIGITS) -> str:
     """
     lat_int, lon_int = location_to_integers(lat, lon)
     return encode_integers(lat_int, lon_int, code_length)
+
+
+def encode_many(
+    lat: Sequence[float] | npt.NDArray[np.float64],
+    lon: Sequence[float] | npt.NDArray[np.float64],
+    code_length: int = PAIR_DIGITS,
+) -> list[str]:
+    """``encode`` of many points at once: the same codes, computed on arrays (numpy).
+
+    A batch of intake encodes a thousand points; one by one, that was 6% of intake's Python
+    time. Points near a cell edge still go through ``encode``'s exact path.
+
+    Raises
+    ------
+    ValueError
+        A non-finite coordinate, arrays of different lengths or an impossible ``code_length``.
+
+    Examples
+    --------
+    >>> encode_many([10.46001, 10.459999999999999, 90.0], [105.63251, 105.63251, 181.0], 11)
+    ['7P27FJ6M+222', '7P27FJ5M+X2R', 'C2X3X2X2+X2R']
+    """
+    _check_code_length(code_length)
+    lats = np.asarray(lat, dtype=np.float64)
+    lons = np.asarray(lon, dtype=np.float64)
+    if lats.shape != lons.shape or lats.ndim != 1:
+        raise ValueError(f"one latitude per longitude expected, got {lats.shape} and {lons.shape}")
+    if not (np.isfinite(lats).all() and np.isfinite(lons).all()):
+        raise ValueError("coordinates must be finite numbers")
+    if code_length < SEPARATOR_POSITION:
+        return [
+            encode(a, b, code_length) for a, b in zip(lats.tolist(), lons.tolist(), strict=True)
+        ]
+    # Within ±1e6° the scaled units fit int64 exactly; beyond (a longitude many turns round
+    # the globe), the point takes location_to_integers' unbounded integers.
+    tame = (np.abs(lats) <= _TAME_DEG) & (np.abs(lons) <= _TAME_DEG)
+    lat_int = np.empty(len(lats), dtype=np.int64)
+    lon_int = np.empty(len(lats), dtype=np.int64)
+    lat_int[tame] = np.clip(
+        _floor_scaled_many(lats[tame], LAT_PRECISION) + 90 * LAT_PRECISION, 0, _LAT_SPAN - 1
+    )
+    lon_int[tame] = (
+        _floor_scaled_many(lons[tame], LON_PRECISION) + 180 * LON_PRECISION
+    ) % _LON_SPAN
+    for i in np.flatnonzero(~tame).tolist():
+        lat_int[i], lon_int[i] = location_to_integers(float(lats[i]), float(lons[i]))
+    pair_lat, grid_lat = np.divmod(lat_int, _GRID_ROWS**_GRID_DIGITS)
+    pair_lon, grid_lon = np.divmod(lon_int, _GRID_COLUMNS**_GRID_DIGITS)
+    digits = np.empty((len(lats), MAX_DIGITS), dtype=np.int64)
+    for k in range(PAIR_DIGITS // 2):  # least significant pair first, as in _pair_digits
+        pair_lat, digits[:, PAIR_DIGITS - 2 - 2 * k] = np.divmod(pair_lat, _BASE)
+        pair_lon, digits[:, PAIR_DIGITS - 1 - 2 * k] = np.divmod(pair_lon, _BASE)
+    for k in range(_GRID_DIGITS):
+        grid_lat, row = np.divmod(grid_lat, _GRID_ROWS)
+        grid_lon, column = np.divmod(grid_lon, _GRID_COLUMNS)
+        digits[:, MAX_DIGITS - 1 - k] = row * _GRID_COLUMNS + column
+    letters = _ALPHABET_BYTES[digits[:, : min(code_length, MAX_DIGITS)]]
+    plus = np.full((len(lats), 1), ord(SEPARATOR), dtype=np.uint8)
+    rows = np.hstack([letters[:, :SEPARATOR_POSITION], plus, letters[:, SEPARATOR_POSITION:]])
+    text, width = rows.tobytes().decode("ascii"), rows.shape[1]
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+_ALPHABET_BYTES = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)
+_TAME_DEG = 1e6
+
+
+def _floor_scaled_many(degrees: npt.NDArray[np.float64], precision: int) -> npt.NDArray[np.int64]:
+    """``_floor_scaled`` of an array: its fast path on all, its exact path where needed."""
+    product = degrees * precision
+    low = np.floor(product)
+    tolerance = np.maximum(1e-6, np.abs(product) * 1e-15)
+    fraction = product - low
+    result = low.astype(np.int64)
+    for i in np.flatnonzero(~((tolerance < fraction) & (fraction < 1.0 - tolerance))).tolist():
+        result[i] = _floor_scaled(float(degrees[i]), precision)
+    return result
 
 
 def encode_integers(lat_int: int, lon_int: int, code_length: int = PAIR_DIGITS) -> str:

@@ -75,7 +75,7 @@ class UnitRecord:
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
     """A captured point to place: WGS84 lon/lat, GPS accuracy, claimed hamlet, capture time."""
 
@@ -86,7 +86,7 @@ class Query:
     at: datetime  # capture time (tz-aware)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Placement:
     """Where a household counts, the claimed hamlet's version, and the issues found."""
 

@@ -67,7 +67,7 @@ class Limits:
     max_age_days: float = 90.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HouseholdFields:
     """The household part of an item, normalised for storage."""
 
@@ -82,7 +82,7 @@ class HouseholdFields:
     note: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ParsedItem:
     """One submission item: parsed values (None where unusable) and its non-spatial issues."""
 

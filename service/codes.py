@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo import codes as geo_codes
+from geo import olc
 from geo.errors import GeoError, PostcodeError
 from service import audit
 from service.bulk import array_literal, copy_rows
@@ -67,7 +68,7 @@ def policy_from(settings: Any) -> CodePolicy:
     return CodePolicy(scheme=settings.code_scheme, move_m=settings.code_move_m)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wanted:
     """A household that should get a code now."""
 
@@ -80,7 +81,7 @@ class Wanted:
     submission_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Planned:
     """A code allocated to a household, not yet written."""
 
@@ -106,11 +107,13 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
     Takes the per-cell transaction locks: call it in the transaction that writes the codes.
     """
     first: list[tuple[Wanted, geo_codes.IssuedCode]] = []
-    for w in wanted:
+    cells = olc.encode_many([w.lat for w in wanted], [w.lon for w in wanted], olc.CELL_DIGITS)
+    for w, cell in zip(wanted, cells, strict=True):
         try:
-            first.append((w, geo_codes.issue(scheme, w.lat, w.lon, postcode=w.postcode)))
+            issued = geo_codes.issue(scheme, w.lat, w.lon, postcode=w.postcode, cell=cell)
         except PostcodeError:
             continue  # postcode_missing: issued when the commune's postcode is set
+        first.append((w, issued))
     if not first:
         return []
     keys = sorted({issued.cell_key for _, issued in first})
@@ -127,7 +130,9 @@ def plan(session: Session, wanted: Sequence[Wanted], *, scheme: geo_codes.Scheme
         sub_index = taken.get(issued.cell_key, 0) + 1
         taken[issued.cell_key] = sub_index
         if sub_index > 1:
-            issued = geo_codes.issue(scheme, w.lat, w.lon, postcode=w.postcode, sub_index=sub_index)
+            issued = geo_codes.issue(
+                scheme, w.lat, w.lon, postcode=w.postcode, sub_index=sub_index, cell=issued.olc
+            )
         planned.append(Planned(w, issued))
     return planned
 

@@ -74,7 +74,7 @@ def params_from(settings: Settings) -> DedupeParams:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Probe:
     """A household being checked (not yet in the table at intake time)."""
 

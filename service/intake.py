@@ -83,6 +83,7 @@ class _Item:
     log_province: str | None = None  # of the submission log row: the team's, when it has one
     payload_json: str = ""  # the payload as logged, JSON text (the canonical form)
     olc: str | None = None  # the point's address-code cell, when a code was planned
+    client_text: str | None = None  # parsed.id as text, made once (for the log and the result)
 
 
 def parse_envelope(body: bytes, *, max_items: int) -> list[Any]:
@@ -185,6 +186,7 @@ def _parse(index: int, raw: Any, *, now: datetime, limits: Limits) -> _Item:
     # Issues name fields by their keys: parse the NUL-free copy so no issue carries a NUL.
     parsed = parse_item(stored, now=now, limits=limits)
     item = _Item(index=index, raw=raw, sha256=hashlib.sha256(canonical).hexdigest(), parsed=parsed)
+    item.client_text = str(parsed.id) if parsed.id is not None else None
     item.payload_json = canonical.decode()
     if stored is not raw:
         # jsonb cannot hold U+0000: keep a marked copy in the log (the body has the original)
@@ -645,7 +647,8 @@ def _claim(
     """
     if not items:
         return set()
-    now = datetime.now(UTC)
+    # Per-batch values formatted once, not per row.
+    now, batch = datetime.now(UTC).isoformat(), str(batch_id)
     rows = []
     for item in items:
         v = _submission_values(item)
@@ -653,8 +656,8 @@ def _claim(
             (
                 v["province_code"],
                 item.submission_id,
-                item.parsed.id,
-                batch_id,
+                item.client_text,
+                batch,
                 item.index,
                 JsonText(item.payload_json),
                 item.sha256,
@@ -743,7 +746,6 @@ _HOUSEHOLD_FIELDS = (
 def _write_households(session: Session, items: list[_Item], *, user: User) -> None:
     """Create (or, for a household reference, update) the households of accepted/flagged items."""
     live = [i for i in items if i.status != "rejected"]
-    values = {i.index: _household_values(i, user=user) for i in live}
     new = [i for i in live if i.parsed.household_ref is None]
     updates = [i for i in live if i.parsed.household_ref is not None]
     if new:
@@ -751,44 +753,49 @@ def _write_households(session: Session, items: list[_Item], *, user: User) -> No
         for item in new:
             # EWKT with repr() floats: exact, and cheaper to build than EWKB.
             geom = f"SRID=4326;POINT({item.parsed.lon!r} {item.parsed.lat!r})"
-            fields = (values[item.index][f] for f in _HOUSEHOLD_FIELDS)
+            fields = _household_fields(item, user=user)
             rows.append((item.household_id, *fields, geom, item.address_code, item.submission_id))
         columns = ("id", *_HOUSEHOLD_FIELDS, "geom", "address_code", "first_submission_id")
         copy_rows(raw_cursor(session), "households", columns, rows)
+    values = {
+        i.index: dict(zip(_HOUSEHOLD_FIELDS, _household_fields(i, user=user), strict=True))
+        for i in updates
+    }
     # A new household's first version is the household row itself until it first changes
     # (then the database keeps it: migration 0006); later observations add versions here.
     versions = [(i, *_update_household(session, i, values[i.index])) for i in updates]
     _write_versions(session, versions, values, user=user)
 
 
-def _household_values(item: _Item, *, user: User) -> dict[str, Any]:
+def _household_fields(item: _Item, *, user: User) -> tuple[Any, ...]:
+    """The household's ``_HOUSEHOLD_FIELDS``, in that order (a COPY row needs no dict)."""
     p, h, placement = item.parsed, item.parsed.household, item.placement
     assert h is not None and placement is not None and placement.commune is not None
     assert p.lat is not None and p.lon is not None
     hamlet = placement.hamlet
-    return {
-        "status": item.status,
-        "province_code": item.province_code,
-        "commune_code": placement.commune.code,
-        "hamlet_code": hamlet.code if hamlet else p.hamlet_code,
-        "commune_unit_id": placement.commune.id,
-        "hamlet_unit_id": hamlet.id if hamlet else None,
-        "team_id": user.team_id,
-        "accuracy_m": p.accuracy_m,
-        "mock_location": p.mock,
-        "head_name": h.head_name,
-        "head_name_folded": h.head_name_folded,
-        "house_number": h.house_number,
-        "street": h.street,
-        "phone": h.phone,
-        "phone_raw": h.phone_raw,
-        "kind": h.kind,
-        "members": h.members,
-        "note": h.note,
-        "issues": JsonValue([i.as_dict() for i in item.issues]),
-        "captured_at": p.captured_at,
-        "olc": item.olc or olc.encode(p.lat, p.lon, olc.CELL_DIGITS),
-    }
+    return (
+        item.status,
+        item.province_code,
+        placement.commune.code,
+        hamlet.code if hamlet else p.hamlet_code,
+        placement.commune.id,
+        hamlet.id if hamlet else None,
+        user.team_id,
+        p.accuracy_m,
+        p.mock,
+        h.head_name,
+        h.head_name_folded,
+        h.house_number,
+        h.street,
+        h.phone,
+        h.phone_raw,
+        h.kind,
+        h.members,
+        h.note,
+        JsonValue([i.as_dict() for i in item.issues]),
+        p.captured_at,
+        item.olc or olc.encode(p.lat, p.lon, olc.CELL_DIGITS),
+    )
 
 
 def _update_household(
@@ -899,8 +906,8 @@ def _snapshot(item: _Item, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client_id(item: _Item) -> Any:
-    if item.parsed.id is not None:
-        return str(item.parsed.id)
+    if item.client_text is not None:
+        return item.client_text
     raw_id = item.raw.get("id") if isinstance(item.raw, dict) else None
     return raw_id if isinstance(raw_id, str | int) else None
 

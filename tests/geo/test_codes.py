@@ -342,3 +342,15 @@ def test_doctests() -> None:
     result = doctest.testmod(geo.codes)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_a_code_issued_from_a_batch_encoded_cell_is_the_same() -> None:
+    lats, lons = [10.46001, 10.459999999999999, 21.0285], [105.63251, 105.63251, 105.8542]
+    cells = olc.encode_many(lats, lons, olc.CELL_DIGITS)
+    for lat, lon, cell in zip(lats, lons, cells, strict=True):
+        for scheme, sub_index in (("vpostcode", 1), ("vpostcode", 3), ("olc", 2)):
+            alone = codes.issue(scheme, lat, lon, postcode="81106", sub_index=sub_index)
+            assert (
+                codes.issue(scheme, lat, lon, postcode="81106", sub_index=sub_index, cell=cell)
+                == alone
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import doctest
 import math
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,13 @@ def test_encoding_vectors(
     if not expected:  # "empty if the input should cause an error"
         with pytest.raises(ValueError):
             olc.encode(float(lat), float(lon), int(length))
+        with pytest.raises(ValueError):
+            olc.encode_many([float(lat)], [float(lon)], int(length))
         return
     assert olc.location_to_integers(float(lat), float(lon)) == (int(lat_int), int(lon_int))
     assert olc.encode_integers(int(lat_int), int(lon_int), int(length)) == expected
     assert olc.encode(float(lat), float(lon), int(length)) == expected
+    assert olc.encode_many([float(lat)], [float(lon)], int(length)) == [expected]
 
 
 @pytest.mark.parametrize(
@@ -323,3 +327,36 @@ def test_float_fast_path_floors_like_the_exact_decimal_product(case: tuple[float
 )
 def test_float_fast_path_agrees_on_any_float(degrees: float, precision: int) -> None:
     assert geo.olc._floor_scaled(degrees, precision) == _floor_decimal(degrees, precision)
+
+
+def test_encode_many_gives_encodes_codes() -> None:
+    rng = random.Random(2026)
+    points = [(rng.uniform(-90, 90), rng.uniform(-180, 180)) for _ in range(5000)]
+    points += [(rng.uniform(8, 24), rng.uniform(102, 110)) for _ in range(5000)]  # Vietnam
+    points += [
+        (20.3700625, 2.7821875),  # on an edge as written
+        (9.999999999999998, 105.5),
+        (10.5, math.nextafter(105.6325, 0)),
+        (-0.0, -0.0),
+        (89.99999999999999, 179.99999999999997),
+        (95.0, 0.0),
+        (-95.0, 0.0),
+        (90.0, 181.0),
+        (10.46001, 105.63251 + 360),
+        (10.46001, 1e300),  # many turns round the globe
+        (-1e7, -1e9),
+    ]
+    lats, lons = [p[0] for p in points], [p[1] for p in points]
+    for length in (2, 4, 6, 8, 10, olc.CELL_DIGITS, 12, olc.MAX_DIGITS, 20):
+        expected = [olc.encode(lat, lon, length) for lat, lon in points]
+        assert olc.encode_many(lats, lons, length) == expected, length
+
+
+def test_encode_many_refuses_what_encode_refuses() -> None:
+    assert olc.encode_many([], [], olc.CELL_DIGITS) == []
+    with pytest.raises(ValueError, match="finite"):
+        olc.encode_many([10.0, math.nan], [105.0, 105.0], olc.CELL_DIGITS)
+    with pytest.raises(ValueError, match="length"):
+        olc.encode_many([10.0], [105.0], 9)
+    with pytest.raises(ValueError, match="one latitude per longitude"):
+        olc.encode_many([10.0, 11.0], [105.0], olc.CELL_DIGITS)
