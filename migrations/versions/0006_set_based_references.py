@@ -31,7 +31,10 @@ snapshot is defined once, ``household_snapshot(households)``, for these and for 
 that reviews, holds and merges add (``service.dedupe.add_version``).
 
 An index on ``households.merged_into_id`` (merged households only): a household's history also
-reads the households merged into it, which scanned the whole table.
+reads the households merged into it, which scanned the whole table. And
+``address_codes_household_idx`` indexes only superseded codes (undoing a merge looks for the
+one it superseded): every intake code entered it, while active codes are found by
+``address_codes_one_active_idx``.
 
 Revision ID: 0006
 Revises: 0005
@@ -92,6 +95,9 @@ END $$;
 ALTER TABLE households ADD COLUMN first_submission_id bigint;
 CREATE INDEX households_merged_into_idx ON households (merged_into_id)
     WHERE merged_into_id IS NOT NULL;
+DROP INDEX address_codes_household_idx;
+CREATE INDEX address_codes_household_idx ON address_codes (household_id)
+    WHERE status = 'superseded';
 
 -- The snapshot a version holds: the household as a change leaves it.
 CREATE FUNCTION household_snapshot(h households) RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -161,6 +167,8 @@ DROP TRIGGER households_keep_first_version ON households;
 DROP FUNCTION households_keep_first_version();
 DROP FUNCTION household_snapshot(households);
 DROP INDEX households_merged_into_idx;
+DROP INDEX address_codes_household_idx;
+CREATE INDEX address_codes_household_idx ON address_codes (household_id);
 ALTER TABLE households DROP COLUMN first_submission_id;
 """
 
