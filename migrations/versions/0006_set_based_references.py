@@ -66,7 +66,10 @@ PARENTS = ("households", "submissions", "intake_batches")
 
 UPGRADE = r"""
 -- TG_ARGV: (column, referenced table) pairs; the statement's rows are in new_rows.
-CREATE FUNCTION check_references() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Functions here name tables and PostGIS unqualified: they run with the schema's search path
+-- (SET … FROM CURRENT), as the foreign keys they replace did not depend on the session's.
+CREATE FUNCTION check_references() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     missing text;
 BEGIN
@@ -99,8 +102,10 @@ DROP INDEX address_codes_household_idx;
 CREATE INDEX address_codes_household_idx ON address_codes (household_id)
     WHERE status = 'superseded';
 
--- The snapshot a version holds: the household as a change leaves it.
-CREATE FUNCTION household_snapshot(h households) RETURNS jsonb LANGUAGE sql STABLE AS $$
+-- The snapshot a version holds: the household as a change leaves it (times in UTC, whatever
+-- the session's time zone: a first version may be read long after it was captured).
+CREATE FUNCTION household_snapshot(h households) RETURNS jsonb LANGUAGE sql STABLE
+SET search_path FROM CURRENT SET timezone = 'UTC' AS $$
 SELECT jsonb_build_object(
     'status', h.status, 'commune_code', h.commune_code, 'hamlet_code', h.hamlet_code,
     'accuracy_m', h.accuracy_m, 'mock_location', h.mock_location, 'head_name', h.head_name,
@@ -113,7 +118,8 @@ SELECT jsonb_build_object(
 $$;
 
 -- Before a household at its first version changes: its first version, from the row as it was.
-CREATE FUNCTION households_keep_first_version() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION households_keep_first_version() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO household_versions (household_id, version, submission_id, actor_user_id,
                                     reason, data, province_code, created_at)
@@ -124,17 +130,20 @@ BEGIN
     RETURN NEW;
 END $$;
 -- Only a change of what a version records (the snapshot's columns, the province, the version
--- number) calls for it: mirroring a new address code into the row does not. Points compare as
+-- number, the submission and time of the first version) calls for it: mirroring a new address
+-- code into the row does not. Points compare as
 -- bytes: geometry's own = is ambiguous where pg_restore runs (no search path).
 CREATE TRIGGER households_keep_first_version BEFORE UPDATE ON households
     FOR EACH ROW WHEN (
         OLD.version = 1 AND OLD.first_submission_id IS NOT NULL
-        AND (OLD.version, OLD.province_code, OLD.status, OLD.commune_code, OLD.hamlet_code,
+        AND (OLD.version, OLD.first_submission_id, OLD.created_at, OLD.province_code,
+             OLD.status, OLD.commune_code, OLD.hamlet_code,
              OLD.accuracy_m, OLD.mock_location, OLD.head_name, OLD.house_number, OLD.street,
              OLD.phone, OLD.phone_raw, OLD.kind, OLD.members, OLD.note, CAST(OLD.geom AS bytea),
              OLD.captured_at, OLD.issues, OLD.merged_into_id)
         IS DISTINCT FROM
-            (NEW.version, NEW.province_code, NEW.status, NEW.commune_code, NEW.hamlet_code,
+            (NEW.version, NEW.first_submission_id, NEW.created_at, NEW.province_code,
+             NEW.status, NEW.commune_code, NEW.hamlet_code,
              NEW.accuracy_m, NEW.mock_location, NEW.head_name, NEW.house_number, NEW.street,
              NEW.phone, NEW.phone_raw, NEW.kind, NEW.members, NEW.note, CAST(NEW.geom AS bytea),
              NEW.captured_at, NEW.issues, NEW.merged_into_id))

@@ -609,6 +609,11 @@ def test_a_new_households_first_version_is_kept_as_it_was_when_it_first_changes(
     ]
     assert first[0].actor_user_id == submission.user_id
     assert first[0].data["phone"] == "0912345678" and first[0].data["status"] == "accepted"
+    # Read later from a session in another time zone, it is still the same text (UTC).
+    db.execute(text("SET TIME ZONE 'Asia/Ho_Chi_Minh'"))
+    assert db.execute(text(_HISTORY), {"id": hid}).all() == first
+    assert first[0].data["captured_at"].endswith("+00:00")
+    db.commit()
     # Mirroring a code changes nothing a version records; any other change of the household
     # first freezes the first version, exactly as it read before.
     db.execute(text("UPDATE households SET address_code = 'X' WHERE id = :id"), {"id": hid})
