@@ -117,22 +117,38 @@ SELECT jsonb_build_object(
 )
 $$;
 
--- Before a household at its first version changes: its first version, from the row as it was.
+-- Every version: the rows of household_versions, and the first version of each household that
+-- intake created and nothing has changed since, read from the household row.
+CREATE VIEW household_history AS
+SELECT v.household_id, v.version, v.submission_id, v.actor_user_id, v.reason, v.data,
+       v.province_code, v.created_at
+FROM household_versions v
+UNION ALL
+SELECT h.id, 1, h.first_submission_id,
+       (SELECT s.user_id FROM submissions s WHERE s.id = h.first_submission_id),
+       'submission', household_snapshot(h), h.province_code, h.created_at
+FROM households h
+WHERE h.version = 1 AND h.first_submission_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM household_versions v WHERE v.household_id = h.id
+                  AND v.version = 1);
+
+-- Before a household at its first version changes, its first version as household_history
+-- reads it (a BEFORE trigger: the row is still as it was).
 CREATE FUNCTION households_keep_first_version() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO household_versions (household_id, version, submission_id, actor_user_id,
                                     reason, data, province_code, created_at)
-    SELECT OLD.id, 1, OLD.first_submission_id,
-           (SELECT s.user_id FROM submissions s WHERE s.id = OLD.first_submission_id),
-           'submission', household_snapshot(OLD), OLD.province_code, OLD.created_at
+    SELECT household_id, version, submission_id, actor_user_id, reason, data, province_code,
+           created_at
+    FROM household_history WHERE household_id = OLD.id AND version = 1
     ON CONFLICT (household_id, version) DO NOTHING;
     RETURN NEW;
 END $$;
 -- Only a change of what a version records (the snapshot's columns, the province, the version
 -- number, the submission and time of the first version) calls for it: mirroring a new address
--- code into the row does not. Points compare as
--- bytes: geometry's own = is ambiguous where pg_restore runs (no search path).
+-- code into the row does not. Points compare as bytes: geometry's own = is ambiguous where
+-- pg_restore runs (no search path).
 CREATE TRIGGER households_keep_first_version BEFORE UPDATE ON households
     FOR EACH ROW WHEN (
         OLD.version = 1 AND OLD.first_submission_id IS NOT NULL
@@ -149,18 +165,6 @@ CREATE TRIGGER households_keep_first_version BEFORE UPDATE ON households
              NEW.captured_at, NEW.issues, NEW.merged_into_id))
     EXECUTE FUNCTION households_keep_first_version();
 
-CREATE VIEW household_history AS
-SELECT v.household_id, v.version, v.submission_id, v.actor_user_id, v.reason, v.data,
-       v.province_code, v.created_at
-FROM household_versions v
-UNION ALL
-SELECT h.id, 1, h.first_submission_id,
-       (SELECT s.user_id FROM submissions s WHERE s.id = h.first_submission_id),
-       'submission', household_snapshot(h), h.province_code, h.created_at
-FROM households h
-WHERE h.version = 1 AND h.first_submission_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM household_versions v WHERE v.household_id = h.id
-                  AND v.version = 1);
 """
 
 DOWNGRADE = r"""
@@ -168,9 +172,8 @@ INSERT INTO household_versions (household_id, version, submission_id, actor_user
                                 data, province_code, created_at)
 SELECT household_id, version, submission_id, actor_user_id, reason, data, province_code,
        created_at
-FROM household_history h
-WHERE NOT EXISTS (SELECT 1 FROM household_versions v
-                  WHERE v.household_id = h.household_id AND v.version = h.version);
+FROM household_history
+ON CONFLICT (household_id, version) DO NOTHING;
 DROP VIEW household_history;
 DROP TRIGGER households_keep_first_version ON households;
 DROP FUNCTION households_keep_first_version();
