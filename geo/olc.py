@@ -57,6 +57,10 @@ _VALUES = {ch: i for i, ch in enumerate(ALPHABET)} | {
 _CODE_CHARACTERS = frozenset(_VALUES) | {SEPARATOR, PADDING}
 # Enough digits for a 17-digit float times an 8-digit precision: the product is exact.
 _EXACT = Context(prec=40)
+# The float fast path of _floor_scaled (and _floor_scaled_many) trusts floor(x × precision)
+# unless the product lies this close to an integer.
+_ABS_TOLERANCE = 1e-6
+_REL_TOLERANCE = 1e-15
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ def _floor_scaled(degrees: float, precision: int) -> int:
     # lies that close, both have the same floor. Only the rare near-edge case pays for Decimal.
     product = number * precision
     low = math.floor(product)
-    tolerance = max(1e-6, abs(product) * 1e-15)
+    tolerance = max(_ABS_TOLERANCE, abs(product) * _REL_TOLERANCE)
     if tolerance < product - low < 1.0 - tolerance:
         return int(low)
     scaled = _EXACT.multiply(Decimal(repr(number)), precision)
@@ -297,7 +301,7 @@ def _floor_scaled_many(degrees: npt.NDArray[np.float64], precision: int) -> npt.
     """``_floor_scaled`` of an array: its fast path on all, its exact path where needed."""
     product = degrees * precision
     low = np.floor(product)
-    tolerance = np.maximum(1e-6, np.abs(product) * 1e-15)
+    tolerance = np.maximum(_ABS_TOLERANCE, np.abs(product) * _REL_TOLERANCE)
     fraction = product - low
     result = low.astype(np.int64)
     for i in np.flatnonzero(~((tolerance < fraction) & (fraction < 1.0 - tolerance))).tolist():
