@@ -1,4 +1,5 @@
-"""Bulk writes with ``COPY``: several times cheaper than multi-row INSERTs (PERFORMANCE.md)."""
+"""Bulk writes with ``COPY`` (several times cheaper than multi-row INSERTs, PERFORMANCE.md), and
+arrays bound as one literal for statements that take a batch's keys."""
 
 from __future__ import annotations
 

@@ -380,10 +380,6 @@ def hold_issue(candidates: Iterable[int], score: float) -> Issue:
     return make_issue("possible_duplicate", detail)
 
 
-# The snapshot a version holds: one definition, in the database (migration 0006).
-_SNAPSHOT_SQL = "household_snapshot(h)"
-
-
 def add_version(
     session: Session,
     household_id: int,
@@ -401,8 +397,10 @@ def add_version(
         text(
             "INSERT INTO household_versions (household_id, version, actor_user_id, reason, data, "
             "province_code) "
-            f"SELECT h.id, h.version, :actor, :reason, {_SNAPSHOT_SQL} || CAST(:note AS jsonb), "
-            "h.province_code FROM households h WHERE h.id = :id"
+            # household_snapshot(): the one definition of a version's data (migration 0006).
+            "SELECT h.id, h.version, :actor, :reason, "
+            "household_snapshot(h) || CAST(:note AS jsonb), h.province_code "
+            "FROM households h WHERE h.id = :id"
         ),
         {
             "id": household_id,

@@ -9,7 +9,9 @@ Order of work for one request (PRODUCT.md, "Intake"):
 3. Items are parsed and placed in memory (pure ``geo`` code), then written in one transaction:
    submissions are claimed with ``INSERT … ON CONFLICT (client_id) DO NOTHING``, which makes a
    concurrent resend of the same id wait for the first and then find it, so one id never makes
-   two households. Households, their versions and audit events follow in a few bulk statements.
+   two households. Households (a new one is its own first version until it changes: migration
+   0006), the versions of later observations, address codes and audit events follow in a few
+   bulk statements.
 4. If that transaction fails, the items are still recorded with status ``error`` (and the body
    is in ``intake_batches``); a retry with the same ids processes them again.
 """

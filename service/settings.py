@@ -51,10 +51,8 @@ class Settings(BaseSettings):
     )
     max_batch_items: int = Field(default=1000, ge=1, le=10_000)
     # Batches a worker process validates and writes at once; more wait their turn, unstarted.
-    # Intake is CPU work under one interpreter lock: more threads at it only add switching.
-    # ./scripts/bench_intake (16 clients, 2 workers, 2026-12-04): 9,182 households/s with the
-    # thread pool's 40 at once, 9,414 with 2, 9,816 with 3; with arrays sent as one literal
-    # (service.bulk.array_literal), 10,088 with 3 and 10,441 with 4.
+    # Intake is CPU work under one interpreter lock: more threads at it only add switching
+    # (measured in docs/intake.md#measured).
     intake_concurrency: int = Field(default=4, ge=1, le=64)
     accuracy_warn_m: float = Field(default=30.0, gt=0)
     accuracy_hard_m: float = Field(default=100.0, gt=0)
